@@ -1,0 +1,237 @@
+"""A batch: files in, documents stored, chunks planned, map jobs queued. Plain Python, no Prefect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline import ingest
+from pipeline.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
+from pipeline.prompts import Renderer, effective_context, load_template
+from pipeline.settings import Settings
+from storage import repo
+from storage.db import transaction
+from storage.models import Batch, Document
+
+# Tokens kept free between the template and the chunk: BPE merges at the seam can shift a count.
+SEAM_TOKENS = 8
+
+
+@dataclass
+class FileOutcome:
+    source: str
+    status: str  # ok | duplicate | failed | needs_ocr
+    reason: str = ""
+    pages: int | None = None
+    sha256: str | None = None
+    document_id: int | None = None
+    chunks: int | None = None
+    path: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IngestReport:
+    batch: str
+    batch_id: int
+    files: list[FileOutcome] = field(default_factory=list)
+    problems: list[FileOutcome] = field(default_factory=list)  # paths that named no file
+    chunking: str | None = None  # why chunks were not made, if they were not
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status in ("ok", "duplicate") for f in self.files) and not self.problems
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files + self.problems:
+            out[f.status] = out.get(f.status, 0) + 1
+        return out
+
+
+@dataclass
+class Chunker:
+    """The model's tokenizer and the per-prompt budget, built once per run."""
+
+    counter: TokenCounter
+    budget: int
+    plan: str
+    context: int
+    model_dir: Path
+
+    @classmethod
+    def for_model(cls, settings: Settings, model_dir: Path) -> "Chunker":
+        template = load_template(settings.prompts_dir, "summarize", settings.prompt_version)
+        context = effective_context(settings.max_model_len, model_dir)
+        overhead = Renderer(model_dir).template_tokens(template) + SEAM_TOKENS
+        budget = chunk_budget(
+            max_model_len=context,
+            template_tokens=overhead,
+            max_output_tokens=settings.max_output_tokens,
+            cap=settings.chunk_budget,
+        )
+        counter = TokenCounter.from_model_dir(model_dir)
+        return cls(counter=counter, budget=budget, plan=plan_key(counter.name, budget), context=context, model_dir=model_dir)
+
+
+def default_batch_name(prefix: str = "batch") -> str:
+    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
+
+
+def ensure_chunks(session: Session, doc: Document, chunker: Chunker) -> int:
+    """Chunks of ``doc`` under the current plan, made once; returns how many there are."""
+    existing = repo.chunks_of(session, doc.id, chunker.plan)
+    if existing:
+        return len(existing)
+    sentences = repo.sentences_of(session, doc.id)
+    plans = plan_chunks(
+        [_SentenceView(s.ordinal, s.page_number, s.text) for s in sentences],
+        counter=chunker.counter,
+        budget=chunker.budget,
+    )
+    rows = [
+        {
+            "ordinal": p.ordinal,
+            "token_count": p.token_count,
+            "first_page": p.first_page,
+            "last_page": p.last_page,
+            "first_sentence": p.first_sentence,
+            "last_sentence": p.last_sentence,
+            "piece_start": p.piece[0] if p.piece else None,
+            "piece_end": p.piece[1] if p.piece else None,
+        }
+        for p in plans
+    ]
+    return len(repo.save_chunks(session, doc.id, chunker.plan, rows))
+
+
+def queue_document(session: Session, doc: Document, chunker: Chunker, *, prompt_version: str, batch_id: int | None) -> int:
+    """Map jobs for every chunk of ``doc`` that has none yet (idempotent)."""
+    ensure_chunks(session, doc, chunker)
+    chunks = repo.chunks_of(session, doc.id, chunker.plan)
+    return repo.enqueue(
+        session,
+        [
+            {
+                "key": f"map:{doc.id}:{prompt_version}:{chunker.plan}:{c.ordinal}",
+                "kind": "map",
+                "batch_id": batch_id,
+                "document_id": doc.id,
+                "chunk_id": c.id,
+                "plan": chunker.plan,
+                "level": 0,
+                "ordinal": c.ordinal,
+                "prompt_version": prompt_version,
+            }
+            for c in chunks
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _SentenceView:
+    ordinal: int
+    page: int
+    text: str
+
+
+def ingest_paths(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    paths: Sequence[str | Path],
+    *,
+    batch_name: str | None = None,
+    password: str | None = None,
+    origin: str = "cli",
+    chunker: Chunker | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest every file under ``paths`` into one batch. A bad file is recorded and skipped;
+    it never stops the batch. With a ``chunker``, documents are chunked and queued too."""
+    name = batch_name or default_batch_name()
+    files, problems = ingest.discover(paths)
+    with transaction(factory) as s:
+        batch_id = repo.get_or_create_batch(s, name, origin=origin).id
+    report = IngestReport(batch=name, batch_id=batch_id)
+    for given, reason in problems:
+        report.problems.append(FileOutcome(source=str(given), status="failed", reason=reason, path=str(given)))
+    if on_start:
+        on_start(len(files))
+    for path in files:
+        outcome = _ingest_one(factory, settings, batch_id, path, password=password, chunker=chunker)
+        report.files.append(outcome)
+        if on_file:
+            on_file(outcome)
+    if chunker is None:
+        report.chunking = "no model configured: chunks are made when `summarize` runs"
+    return report
+
+
+def _ingest_one(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    batch_id: int,
+    path: Path,
+    *,
+    password: str | None,
+    chunker: Chunker | None,
+) -> FileOutcome:
+    ex = ingest.extract(path, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes)
+    source = ex.source
+    outcome = FileOutcome(source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=str(path))
+    for attempt in range(2):
+        try:
+            with transaction(factory) as s:
+                batch = s.get(Batch, batch_id)
+                if ex.status == "failed" or ex.sha256 is None:
+                    repo.record_file(s, batch, source=str(path), status="failed", reason=ex.reason, sha256=ex.sha256)
+                    return outcome
+                existing = repo.document_by_sha(s, ex.sha256)
+                if existing is not None:
+                    outcome.status = "duplicate"
+                    outcome.reason = f"same content as {existing.source} (document {existing.id})"
+                    outcome.document_id = existing.id
+                    outcome.pages = existing.page_count
+                    if chunker is not None and existing.status == "ok":
+                        queue_document(s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id)
+                        outcome.chunks = len(repo.chunks_of(s, existing.id, chunker.plan))
+                    repo.record_file(
+                        s, batch, source=str(path), status="duplicate", reason=outcome.reason,
+                        sha256=ex.sha256, pages=existing.page_count, document_id=existing.id,
+                    )
+                    return outcome
+                doc = repo.add_document(
+                    s,
+                    batch,
+                    sha256=ex.sha256,
+                    source=source,
+                    source_path=str(path),
+                    kind=ex.kind,
+                    size_bytes=ex.size_bytes,
+                    status=ex.status,
+                    pages=[(p.number, p.text, p.has_text) for p in ex.pages],
+                    sentences=[(x.ordinal, x.page, x.start, x.end, x.text) for x in ex.sentences],
+                )
+                outcome.document_id = doc.id
+                if chunker is not None and doc.status == "ok":
+                    queue_document(s, doc, chunker, prompt_version=settings.prompt_version, batch_id=batch_id)
+                    outcome.chunks = len(repo.chunks_of(s, doc.id, chunker.plan))
+                repo.record_file(
+                    s, batch, source=str(path), status=ex.status, reason=ex.reason,
+                    sha256=ex.sha256, pages=len(ex.pages), document_id=doc.id,
+                )
+                return outcome
+        except IntegrityError:
+            # Another worker stored the same bytes between our check and insert: go again, and
+            # the second pass sees a duplicate.
+            if attempt:
+                raise
+    return outcome

@@ -1,0 +1,1 @@
+"""The command line: one module per command group; the only place errors become exit codes."""

@@ -1,0 +1,105 @@
+"""`contractsum plan`: how many GPUs one engine needs (tensor-parallel sizing)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from pipeline import planner
+from pipeline.cli._common import console, handle_errors, print_json
+from pipeline.planner import GB, GiB
+
+
+class DtypeChoice(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / GiB:,.1f}"
+
+
+def _render(p: planner.Plan) -> None:
+    console.print(
+        f"[bold]{p.model}[/]  {p.params / 1e9:.2f}B params  weights {p.dtype}: "
+        f"{p.weights_bytes / GB:.2f} GB ({p.weights_bytes / GiB:.2f} GiB)",
+        highlight=False,
+    )
+    console.print(
+        f"KV cache {p.kv_dtype}: {p.kv_bytes_per_token:,} B/token; {p.concurrency} seqs x {p.context:,} tokens = "
+        f"{p.kv_bytes_total / GB:.1f} GB ({p.kv_bytes_total / GiB:.1f} GiB)",
+        highlight=False,
+    )
+    console.print(
+        f"Budget per GPU: {p.gpu_mem_gib:g} GiB x (1 - {p.headroom:g} headroom) = {_gib(p.budget_per_gpu_bytes)} GiB; "
+        f"overhead allowance {p.overhead_gib:g} GiB/GPU",
+        highlight=False,
+    )
+    table = Table(title=f"Per-GPU memory on {p.gpus} GPU(s) (GiB)")
+    for col in ("TP", "replicas", "weights", "KV", "overhead", "total", "fits", f"max seqs @ {p.context:,}", "notes"):
+        table.add_column(col, justify="left" if col in ("fits", "notes") else "right")
+    for o in p.per_tp:
+        notes = []
+        if not o.divides_gpus:
+            notes.append("does not divide GPUs")
+        if o.crosses_nodes:
+            notes.append("crosses nodes")
+        if not o.vllm_accepts:
+            notes.append("uneven head split")
+        elif o.kv_replicated:
+            notes.append("KV heads replicated")
+        if o.tp == p.recommended_tp:
+            notes.append("recommended")
+        table.add_row(
+            str(o.tp), str(o.replicas), _gib(o.weights_per_gpu_bytes), _gib(o.kv_per_gpu_bytes), _gib(o.overhead_bytes),
+            _gib(o.per_gpu_bytes), "[green]yes[/]" if o.fits else "[red]no[/]", str(o.max_sequences_at_context),
+            ", ".join(notes),
+        )
+    console.print(table)
+    if p.recommended_tp is not None:
+        console.print(f"[bold green]Recommended TP: {p.recommended_tp}[/] (smallest that fits)", highlight=False)
+    else:
+        console.print("[bold red]No TP fits[/] these GPUs at this context and concurrency.", highlight=False)
+    for w in p.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    for n in p.notes:
+        console.print(f"[dim]note: {n}[/]", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    @handle_errors
+    def plan_command(
+        model: str = typer.Option(..., "--model", help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b."),
+        gpus: int = typer.Option(..., "--gpus", help="GPUs available."),
+        gpu_mem: float = typer.Option(..., "--gpu-mem", help="Memory per GPU in GiB, as nvidia-smi totals (H100 80GB ~79.6, H200 ~140.4)."),
+        dtype: DtypeChoice = typer.Option(DtypeChoice.bf16, "--dtype", help="Weight dtype."),
+        kv_dtype: DtypeChoice = typer.Option(DtypeChoice.bf16, "--kv-dtype", help="KV cache dtype."),
+        context: int = typer.Option(32768, "--context", help="Tokens per sequence (prompt + output)."),
+        concurrency: int = typer.Option(24, "--concurrency", help="Sequences held at full context at once."),
+        headroom: float = typer.Option(planner.DEFAULT_HEADROOM, "--headroom", help="Share of GPU memory left free (0.10-0.15)."),
+        gpus_per_node: int = typer.Option(planner.DEFAULT_GPUS_PER_NODE, "--gpus-per-node", help="GPUs per node; larger TP crosses nodes."),
+        overhead_gib: float = typer.Option(
+            planner.DEFAULT_OVERHEAD_GIB, "--overhead-gib", help="CUDA context, activations and graphs per GPU (GiB)."
+        ),
+        tp: Optional[int] = typer.Option(None, "--tp", help="Also check this TP and warn about it."),
+        as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    ) -> None:
+        """Size tensor parallelism: weights, KV cache and per-GPU memory at each TP that divides --gpus.
+
+        Exits 0 when some TP fits, 1 when none does, 2 on bad input.
+        """
+        shape = planner.load_shape(model)
+        result = planner.plan(
+            shape, gpus=gpus, gpu_mem_gib=gpu_mem, dtype=dtype.value, kv_dtype=kv_dtype.value, context=context,
+            concurrency=concurrency, headroom=headroom, gpus_per_node=gpus_per_node, overhead_gib=overhead_gib, tp=tp,
+        )
+        if as_json:
+            print_json(result.model_dump())
+        else:
+            _render(result)
+        if result.recommended_tp is None:
+            raise typer.Exit(1)

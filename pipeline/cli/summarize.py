@@ -1,0 +1,107 @@
+"""`contractsum summarize` and `contractsum show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+
+
+def register(app: typer.Typer) -> None:
+    app.command("summarize")(summarize)
+    app.command("show")(show)
+
+
+@handle_errors
+def summarize(
+    ctx: typer.Context,
+    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
+    tensor_parallel_size: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
+    quantization: Optional[str] = typer.Option(None, "--quantization", help="fp8 (GPU)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Summarize every queued chunk with vLLM and store summaries with citations.
+
+    Exit 0 when every document in scope has a summary, 1 when any failed.
+    """
+    from pipeline.summarize import summarize as run
+
+    settings = settings_from(
+        ctx, model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+        quantization=quantization, max_model_len=max_model_len,
+    )
+    factory = open_db(settings)
+    progress = Progress(
+        TextColumn("[bold]summarize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+        console=err_console, transient=True, disable=as_json or not err_console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("starting engine", total=None)
+
+        def on_progress(ev: dict) -> None:
+            if ev["event"] == "progress":
+                progress.update(task, completed=ev["done"], total=ev["total"], description=f"wave {ev['wave']}")
+
+        report = run(factory, settings, batch=batch, on_progress=on_progress)
+    data = report.as_dict()
+    if as_json:
+        print_json(data)
+    elif report.nothing_to_do:
+        console.print("nothing to do: every document in scope is summarized or failed")
+    else:
+        console.print(
+            f"{len(report.summarized)} summarized, {len(report.failed)} failed; {report.prompts} prompts in "
+            f"{report.waves} waves; {report.tokens_in} tokens in, {report.tokens_out} out, "
+            f"{report.tokens_per_second:.1f} output tok/s (engine run {report.engine_run_id})"
+        )
+    for doc_id, reason in report.failed.items():
+        err_console.print(f"[red]document {doc_id} failed:[/] {reason}", highlight=False)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@handle_errors
+def show(
+    ctx: typer.Context,
+    document: str = typer.Argument(..., help="Document id, sha256 (prefix of 8+) or file name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one document: its summary, clauses and the cited sentences with pages."""
+    from pipeline.errors import ConfigError
+    from pipeline.report import document_entry
+
+    settings = settings_from(ctx)
+    factory = open_db(settings)
+    from storage import repo
+
+    with factory() as s:
+        doc = repo.find_document(s, document)
+        if doc is None:
+            raise ConfigError(f"no document {document!r}", hint="see `contractsum status`")
+        entry = document_entry(s, doc, settings.prompt_version)
+    if as_json:
+        print_json(entry)
+        return
+    console.print(f"[bold]{entry['source']}[/] (document {entry['document_id']}, {entry['pages']} pages) — {entry['status']}", highlight=False)
+    if entry["error"]:
+        console.print(f"[red]{entry['error']}[/]", highlight=False)
+    if entry["summary"]:
+        console.print(entry["summary"], highlight=False, markup=False)
+    if entry["parties"]:
+        console.print("parties: " + "; ".join(entry["parties"]), highlight=False, markup=False)
+    table = Table(show_lines=True)
+    table.add_column("clause")
+    table.add_column("finding", overflow="fold")
+    table.add_column("evidence", overflow="fold")
+    for cl in entry["clauses"]:
+        ev = "\n".join(f"p.{c['page']} {c['sentence_id']}: {c['text']}" for c in cl["citations"])
+        table.add_row(cl["type"], cl["finding"], ev)
+    if entry["clauses"]:
+        console.print(table)

@@ -1,0 +1,65 @@
+"""The exception tree. Every error says what the user can do about it.
+
+Exceptions turn into exit codes and one-line messages only in ``pipeline/cli``.
+"""
+
+from __future__ import annotations
+
+
+class ContractsumError(Exception):
+    """Root of every expected failure; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(ContractsumError):
+    """Settings, flags or a config file are wrong: fix them and run again."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(ConfigError):
+    """No model directory is configured or the path holds no checkpoint."""
+
+
+class StorageError(ContractsumError):
+    """The database is unreachable or in an unexpected state."""
+
+
+class IngestError(ContractsumError):
+    """A file cannot be turned into pages and sentences; ``reason`` is for people."""
+
+    def __init__(self, source: str, reason: str, *, status: str = "failed") -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+        self.status = status
+
+
+class PromptError(ContractsumError):
+    """A prompt template is malformed or a rendered prompt does not fit the context."""
+
+
+class OutputError(ContractsumError):
+    """Model output could not be parsed against the schema (kept raw for inspection)."""
+
+    def __init__(self, message: str, *, raw: str, finish_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.finish_reason = finish_reason
+
+
+class EngineError(ContractsumError):
+    """The inference engine failed to start, died, or stalled."""
+
+
+class EngineStalledError(EngineError):
+    """The watchdog saw no progress for longer than its limit."""

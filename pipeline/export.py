@@ -1,0 +1,342 @@
+"""Render a batch report as JSON, CSV, Markdown or HTML.
+
+Pure functions over an already-built report dict (``storage`` builds it); nothing here touches the
+database. Contract text is hostile input: every renderer escapes it for its own format.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from pipeline.errors import ConfigError, ContractsumError
+
+Format = Literal["json", "csv", "md", "html"]
+FORMATS: tuple[Format, ...] = ("json", "csv", "md", "html")
+
+__all__ = [
+    "FORMATS",
+    "CitationReport",
+    "ClauseReport",
+    "DateReport",
+    "DocumentReport",
+    "Format",
+    "Provenance",
+    "Report",
+    "render",
+    "write_report",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CitationReport(_Strict):
+    """One sentence quoted as evidence: ``S<ordinal>``, its 1-based page and its span on that page."""
+
+    sentence_id: str = Field(pattern=r"^S[1-9][0-9]*$")
+    page: int = Field(ge=1)
+    text: str
+    char_start: int = Field(ge=0)
+    char_end: int = Field(ge=0)
+
+
+class ClauseReport(_Strict):
+    type: str = Field(min_length=1)
+    finding: str
+    citations: list[CitationReport] = Field(default_factory=list)
+
+
+class DateReport(_Strict):
+    # Kept as written by the model: contracts state dates the model may not normalise to ISO.
+    label: str
+    date: str
+
+
+class Provenance(_Strict):
+    """What produced a summary, so a number in a report can be traced to an engine configuration."""
+
+    model: str
+    dtype: str
+    quantization: str | None = None
+    tensor_parallel_size: int = Field(ge=1)
+    vllm_version: str
+    prompt_version: str
+    engine_run_id: int | None = None
+
+
+class DocumentReport(_Strict):
+    # document_id, sha256 and pages are optional because a file that failed ingest has no document row.
+    document_id: int | None
+    source: str
+    sha256: str | None = None
+    pages: int | None = Field(default=None, ge=0)
+    status: Literal["summarized", "pending", "failed", "needs_ocr"]
+    error: str | None = None
+    summary: str | None = None
+    parties: list[str] = Field(default_factory=list)
+    dates: list[DateReport] = Field(default_factory=list)
+    clauses: list[ClauseReport] = Field(default_factory=list)
+    provenance: Provenance | None = None
+
+
+class Report(_Strict):
+    generated_at: AwareDatetime
+    batch: str | None = None
+    documents: list[DocumentReport]
+
+
+_EXTENSIONS: dict[str, str] = {"json": "json", "csv": "csv", "md": "md", "html": "html"}
+
+
+def render(report: Report | dict, fmt: Format) -> str:
+    """The report in ``fmt``; a dict is validated first (unknown keys are an error)."""
+    renderer = _RENDERERS.get(fmt)
+    if renderer is None:
+        raise ConfigError(f"unknown export format {fmt!r}", hint=f"choose one of {', '.join(FORMATS)}")
+    validated = report if isinstance(report, Report) else Report.model_validate(report)
+    return renderer(validated)
+
+
+def write_report(report: Report | dict, fmt: Format, out: Path) -> Path:
+    """Write the rendered report to ``out`` (or ``out/report.<ext>`` if ``out`` is a directory).
+
+    The file is replaced atomically and is readable by its owner only: it quotes contract text.
+    """
+    text = render(report, fmt)
+    out = Path(out)
+    target = out / f"report.{_EXTENSIONS[fmt]}" if out.is_dir() else out
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp creates the file 0o600; same directory so os.replace is a rename, never a copy.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                # Bytes, not text mode: CSV's \r\n must not be translated on any platform.
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ContractsumError(
+            f"cannot write report to {target}: {exc.strerror or exc}", hint="choose a writable output path"
+        ) from exc
+    return target
+
+
+# --- json -----------------------------------------------------------------------------------
+
+
+def _render_json(report: Report) -> str:
+    return json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+# --- csv ------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("document_id", "source", "status", "clause_type", "finding", "sentence_id", "page", "text")
+
+# Spreadsheets evaluate cells starting with these as formulas (OWASP "CSV injection");
+# tab and CR are on OWASP's list too because some importers strip them before evaluating.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str | int | None) -> str | int:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _render_csv(report: Report) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(CSV_COLUMNS)
+    for doc in report.documents:
+        head = (doc.document_id, doc.source, doc.status)
+        if not doc.clauses:
+            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None)])
+        for clause in doc.clauses:
+            # A clause without evidence still gets a row, so no finding is silently dropped.
+            if not clause.citations:
+                writer.writerow([_cell(v) for v in (*head, clause.type, clause.finding, None, None, None)])
+            for cit in clause.citations:
+                row = (*head, clause.type, clause.finding, cit.sentence_id, cit.page, cit.text)
+                writer.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+# --- markdown -------------------------------------------------------------------------------
+
+# Backslash first so the escapes added for the others are not themselves escaped.
+_MD_SPECIAL = re.compile(r"([\\|*_`<>\[\]&#!~])")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _md(text: str) -> str:
+    """Contract text as inert Markdown: one line (no headings, lists or broken table rows), punctuation escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", _WHITESPACE.sub(" ", text).strip())
+
+
+def _md_citation(cit: CitationReport) -> str:
+    return f"p. {cit.page}, {cit.sentence_id}: \u201c{_md(cit.text)}\u201d"
+
+
+def _provenance_line(p: Provenance) -> str:
+    return (
+        f"model {p.model}, dtype {p.dtype}, quantization {p.quantization or 'none'}, "
+        f"TP {p.tensor_parallel_size}, vLLM {p.vllm_version}, prompt {p.prompt_version}"
+        + (f", engine run {p.engine_run_id}" if p.engine_run_id is not None else "")
+    )
+
+
+def _render_md(report: Report) -> str:
+    title = "Contract report" + (f" \u2014 {_md(report.batch)}" if report.batch else "")
+    lines = [f"# {title}", "", f"Generated {report.generated_at.isoformat()}.", ""]
+    for doc in report.documents:
+        lines += [f"## {_md(doc.source)} \u2014 {doc.status}", ""]
+        facts = []
+        if doc.document_id is not None:
+            facts.append(f"- **Document:** {doc.document_id}")
+        if doc.pages is not None:
+            facts.append(f"- **Pages:** {doc.pages}")
+        if doc.sha256:
+            facts.append(f"- **SHA-256:** {_md(doc.sha256)}")
+        if doc.error:
+            facts.append(f"- **Error:** {_md(doc.error)}")
+        if doc.parties:
+            facts.append(f"- **Parties:** {'; '.join(_md(p) for p in doc.parties)}")
+        if doc.dates:
+            facts.append("- **Dates:** " + "; ".join(f"{_md(d.label)}: {_md(d.date)}" for d in doc.dates))
+        if doc.provenance:
+            facts.append(f"- **Provenance:** {_md(_provenance_line(doc.provenance))}")
+        lines += [*facts, ""]
+        if doc.summary:
+            lines += ["**Summary:** " + _md(doc.summary), ""]
+        if doc.clauses:
+            lines += ["| Clause | Finding | Evidence |", "|---|---|---|"]
+            for clause in doc.clauses:
+                evidence = "<br>".join(_md_citation(c) for c in clause.citations) or "(no citation)"
+                lines.append(f"| {_md(clause.type)} | {_md(clause.finding)} | {evidence} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+# --- html -----------------------------------------------------------------------------------
+
+_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
+nav ol{padding-left:1.4rem}.meta{color:#555;font-size:.9rem}
+.status{display:inline-block;padding:0 .5rem;border-radius:.6rem;font-size:.8rem;vertical-align:middle;background:#eee}
+.status-summarized{background:#dff3e3}.status-failed{background:#fbe0e0}.status-needs_ocr,.status-pending{background:#fff3cd}
+.error{background:#fbe0e0;padding:.5rem .8rem;border-radius:.3rem}.summary{white-space:pre-line}
+table{border-collapse:collapse;width:100%;margin:.8rem 0}th,td{border:1px solid #ddd;padding:.35rem .55rem;text-align:left;vertical-align:top}
+th{background:#f5f5f5}ul.cites{margin:0;padding-left:1rem}.cite-ref{font-family:ui-monospace,monospace;color:#555;white-space:nowrap}
+blockquote{margin:.2rem 0 .5rem;padding-left:.6rem;border-left:3px solid #ccc;color:#333}
+dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:0 1rem;font-size:.9rem}dl.prov dt{color:#555}
+""".strip()
+
+
+def _h(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _html_document(index: int, doc: DocumentReport) -> list[str]:
+    out = [
+        f'<section id="doc-{index}">',
+        f'<h2>{_h(doc.source)} <span class="status status-{_h(doc.status)}">{_h(doc.status)}</span></h2>',
+    ]
+    meta = []
+    if doc.document_id is not None:
+        meta.append(f"document {_h(doc.document_id)}")
+    if doc.pages is not None:
+        meta.append(f"{_h(doc.pages)} pages")
+    if doc.sha256:
+        meta.append(f"sha256 <code>{_h(doc.sha256)}</code>")
+    if meta:
+        out.append(f'<p class="meta">{" · ".join(meta)}</p>')
+    if doc.error:
+        out.append(f'<p class="error"><strong>Error:</strong> {_h(doc.error)}</p>')
+    if doc.summary:
+        out += ["<h3>Summary</h3>", f'<p class="summary">{_h(doc.summary)}</p>']
+    if doc.parties:
+        out += ["<h3>Parties</h3>", "<ul>", *(f"<li>{_h(p)}</li>" for p in doc.parties), "</ul>"]
+    if doc.dates:
+        out += ["<h3>Dates</h3>", "<ul>"]
+        out += [f"<li>{_h(d.label)}: <time>{_h(d.date)}</time></li>" for d in doc.dates]
+        out.append("</ul>")
+    if doc.clauses:
+        out += ["<h3>Clauses</h3>", "<table>", "<tr><th>Clause</th><th>Finding</th><th>Evidence</th></tr>"]
+        for clause in doc.clauses:
+            cites = [
+                f'<li><span class="cite-ref">p. {_h(c.page)}, {_h(c.sentence_id)}</span>'
+                f"<blockquote>{_h(c.text)}</blockquote></li>"
+                for c in clause.citations
+            ]
+            evidence = f'<ul class="cites">{"".join(cites)}</ul>' if cites else "<em>no citation</em>"
+            out.append(f"<tr><td>{_h(clause.type)}</td><td>{_h(clause.finding)}</td><td>{evidence}</td></tr>")
+        out.append("</table>")
+    if doc.provenance:
+        p = doc.provenance
+        rows = [
+            ("Model", p.model),
+            ("dtype", p.dtype),
+            ("Quantization", p.quantization or "none"),
+            ("Tensor parallel", p.tensor_parallel_size),
+            ("vLLM", p.vllm_version),
+            ("Prompt version", p.prompt_version),
+        ]
+        if p.engine_run_id is not None:
+            rows.append(("Engine run", p.engine_run_id))
+        out += ["<h3>Provenance</h3>", '<dl class="prov">']
+        out += [f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in rows]
+        out.append("</dl>")
+    out.append("</section>")
+    return out
+
+
+def _render_html(report: Report) -> str:
+    title = "Contract report" + (f" \u2014 {report.batch}" if report.batch else "")
+    generated = report.generated_at.isoformat()
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        # Belt and braces: even if something slipped past escaping, the page may load nothing and run nothing.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_h(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_h(title)}</h1>",
+        f'<p class="meta">Generated <time datetime="{_h(generated)}">{_h(generated)}</time> · '
+        f"{len(report.documents)} document(s)</p>",
+        "<nav><h2>Contents</h2><ol>",
+    ]
+    for i, doc in enumerate(report.documents, start=1):
+        parts.append(f'<li><a href="#doc-{i}">{_h(doc.source)}</a> <span class="meta">({_h(doc.status)})</span></li>')
+    parts.append("</ol></nav>")
+    for i, doc in enumerate(report.documents, start=1):
+        parts += _html_document(i, doc)
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+_RENDERERS = {"json": _render_json, "csv": _render_csv, "md": _render_md, "html": _render_html}

@@ -1,0 +1,113 @@
+"""Prompt templates from ``prompts/``: loaded, validated, rendered through the model's chat template."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from pipeline.errors import PromptError
+
+Kind = Literal["summarize", "reduce"]
+
+
+class PromptTemplate(BaseModel):
+    """A versioned template file; the placeholder appears once, after the fixed instruction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    kind: Kind
+    placeholder: str
+    system: str
+    user: str
+
+    @model_validator(mode="after")
+    def _check(self) -> "PromptTemplate":
+        if self.user.count(self.placeholder) != 1:
+            raise ValueError(f"user text must contain {self.placeholder} exactly once")
+        if self.placeholder in self.system:
+            raise ValueError("the system text must not contain the placeholder")
+        head = self.user.split(self.placeholder)[0]
+        if len(head.strip()) < 40:
+            raise ValueError("the fixed instruction must come before the placeholder (prefix caching)")
+        return self
+
+    def messages(self, data: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.user.replace(self.placeholder, data)},
+        ]
+
+
+def load_template(prompts_dir: Path, kind: Kind, version: str) -> PromptTemplate:
+    path = prompts_dir / kind / f"{version}.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PromptError(f"prompt template {path} does not exist", hint="check prompt_version / prompts_dir") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PromptError(f"prompt template {path} is not valid TOML: {exc}") from None
+    try:
+        tpl = PromptTemplate.model_validate(raw)
+    except ValidationError as exc:
+        raise PromptError(f"prompt template {path} is invalid: {exc.errors()[0]['msg']}") from None
+    if tpl.kind != kind or tpl.version != version:
+        raise PromptError(f"prompt template {path} says kind={tpl.kind} version={tpl.version}")
+    return tpl
+
+
+@lru_cache(maxsize=8)
+def _hf_tokenizer(model_dir: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@dataclass
+class Renderer:
+    """Turns messages into the exact token ids the engine will see."""
+
+    model_dir: Path
+
+    @property
+    def tokenizer(self):
+        return _hf_tokenizer(str(self.model_dir))
+
+    def text(self, template: PromptTemplate, data: str) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(template.messages(data), tokenize=False, add_generation_prompt=True)
+        msgs = template.messages(data)
+        return f"{msgs[0]['content']}\n\n{msgs[1]['content']}\n\n"
+
+    def token_ids(self, template: PromptTemplate, data: str) -> list[int]:
+        # The chat template already carries BOS where the model wants it.
+        return list(self.tokenizer(self.text(template, data), add_special_tokens=False)["input_ids"])
+
+    def template_tokens(self, template: PromptTemplate) -> int:
+        """Tokens the template costs around the data (what the chunk budget must leave room for)."""
+        return len(self.token_ids(template, ""))
+
+
+def model_context(model_dir: Path) -> int | None:
+    """The model's own context limit from config.json, if it states one."""
+    import json
+
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None
+
+
+def effective_context(max_model_len: int, model_dir: Path) -> int:
+    limit = model_context(model_dir)
+    return min(max_model_len, limit) if limit else max_model_len

@@ -1,0 +1,174 @@
+"""The shape of model output: pydantic models, and a JSON schema that pins citations to the
+sentence ids present in one prompt (so the model cannot cite a sentence it was not shown)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import OutputError
+
+CLAUSE_TYPES: tuple[str, ...] = (
+    "indemnification",
+    "limitation_of_liability",
+    "termination",
+    "governing_law",
+    "confidentiality",
+    "assignment",
+    "payment_terms",
+)
+ClauseType = Literal[
+    "indemnification",
+    "limitation_of_liability",
+    "termination",
+    "governing_law",
+    "confidentiality",
+    "assignment",
+    "payment_terms",
+]
+SENTENCE_ID = re.compile(r"^S([1-9][0-9]*)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyDate(Strict):
+    label: str
+    date: str
+
+
+class ClauseFinding(Strict):
+    type: ClauseType
+    finding: str
+    citations: list[str] = Field(default_factory=list)
+
+
+class ContractSummary(Strict):
+    summary: str
+    parties: list[str] = Field(default_factory=list)
+    dates: list[KeyDate] = Field(default_factory=list)
+    clauses: list[ClauseFinding] = Field(default_factory=list)
+
+    def cited_ordinals(self) -> set[int]:
+        return {sentence_ordinal(c) for cl in self.clauses for c in cl.citations}
+
+
+class OutputLimits(Strict):
+    """Bounds that keep every answer finite (a random-weight model never closes a string)."""
+
+    summary_chars: int = 800
+    finding_chars: int = 300
+    text_chars: int = 120
+    max_parties: int = 6
+    max_dates: int = 6
+    min_clauses: int = 0
+    max_clauses: int = len(CLAUSE_TYPES)
+    max_citations: int = 4
+
+
+def sentence_ordinal(sid: str) -> int:
+    m = SENTENCE_ID.match(sid)
+    if m is None:
+        raise ValueError(f"not a sentence id: {sid!r}")
+    return int(m.group(1))
+
+
+def json_schema(sentence_ordinals: Iterable[int], limits: OutputLimits | None = None) -> dict[str, Any]:
+    """The answer schema for one prompt: citations are an enum of that prompt's sentence ids."""
+    lim = limits or OutputLimits()
+    ids = [f"S{o}" for o in sorted(set(sentence_ordinals))]
+    if ids:
+        citations: dict[str, Any] = {
+            "type": "array",
+            "items": {"type": "string", "enum": ids},
+            "minItems": 1,
+            "maxItems": lim.max_citations,
+        }
+        min_clauses = lim.min_clauses
+    else:  # nothing to cite: no clause can be supported
+        citations = {"type": "array", "maxItems": 0, "items": {"type": "string"}}
+        min_clauses = 0
+
+    def text(n: int) -> dict[str, Any]:
+        return {"type": "string", "maxLength": n}
+
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["summary", "parties", "dates", "clauses"],
+        "properties": {
+            "summary": text(lim.summary_chars),
+            "parties": {"type": "array", "items": text(lim.text_chars), "maxItems": lim.max_parties},
+            "dates": {
+                "type": "array",
+                "maxItems": lim.max_dates,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["label", "date"],
+                    "properties": {"label": text(lim.text_chars), "date": text(lim.text_chars)},
+                },
+            },
+            "clauses": {
+                "type": "array",
+                "minItems": min_clauses,
+                "maxItems": lim.max_clauses,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["type", "finding", "citations"],
+                    "properties": {
+                        "type": {"type": "string", "enum": list(CLAUSE_TYPES)},
+                        "finding": text(lim.finding_chars),
+                        "citations": citations,
+                    },
+                },
+            },
+        },
+    }
+
+
+def parse_output(raw: str, allowed: set[int], *, finish_reason: str | None = None) -> ContractSummary:
+    """Validate model output; any citation outside ``allowed`` is an error, never silently kept."""
+    if finish_reason == "length":
+        raise OutputError("output stopped at the token limit", raw=raw, finish_reason=finish_reason)
+    try:
+        data = json.loads(raw, strict=False)  # a raw newline inside a string is harmless
+        result = ContractSummary.model_validate(data)
+    except (json.JSONDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise OutputError(f"output is not valid against the schema: {first}", raw=raw, finish_reason=finish_reason) from None
+    bad = []
+    for clause in result.clauses:
+        for sid in clause.citations:
+            try:
+                ordinal = sentence_ordinal(sid)
+            except ValueError:
+                bad.append(sid)
+                continue
+            if ordinal not in allowed:
+                bad.append(sid)
+    if bad:
+        raise OutputError(f"output cites sentences not in the prompt: {', '.join(bad[:5])}", raw=raw, finish_reason=finish_reason)
+    return result
+
+
+def merge_clauses(results: Iterable[ContractSummary], limits: OutputLimits | None = None) -> list[ClauseFinding]:
+    """One finding per clause type (first wins, citations united in order) — the fallback reduce."""
+    lim = limits or OutputLimits()
+    merged: dict[str, ClauseFinding] = {}
+    for r in results:
+        for c in r.clauses:
+            if c.type not in merged:
+                merged[c.type] = ClauseFinding(type=c.type, finding=c.finding, citations=list(c.citations))
+            else:
+                cur = merged[c.type]
+                for sid in c.citations:
+                    if sid not in cur.citations and len(cur.citations) < lim.max_citations:
+                        cur.citations.append(sid)
+    return list(merged.values())

@@ -1,0 +1,424 @@
+"""Map/reduce over a batch's chunks in plain Python: queue, lease, one engine wave at a time,
+parse, store. Reruns do only unfinished work; a summary and its last job commit together."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.batch import Chunker, queue_document
+from pipeline.chunking import render_sentences
+from pipeline.errors import ConfigError, EngineError, OutputError, PromptError
+from pipeline.prompts import PromptTemplate, Renderer, load_template
+from pipeline.schema import ContractSummary, OutputLimits, json_schema, merge_clauses, parse_output
+from pipeline.settings import Settings
+from storage import repo
+from storage.db import transaction
+from storage.models import Job, utcnow
+
+# Tokens held back when packing reduce inputs by estimate; the exact count is checked later.
+REDUCE_MARGIN = 32
+
+
+@dataclass
+class SummarizeReport:
+    engine_run_id: int | None = None
+    documents: list[int] = field(default_factory=list)
+    summarized: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    waves: int = 0
+    prompts: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+    nothing_to_do: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_out / self.engine_seconds if self.engine_seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "engine_run_id": self.engine_run_id,
+            "documents": len(self.documents),
+            "summarized": self.summarized,
+            "failed": {str(k): v for k, v in self.failed.items()},
+            "waves": self.waves,
+            "prompts": self.prompts,
+            "retries": self.retries,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "seconds": round(self.seconds, 3),
+            "output_tokens_per_second": round(self.tokens_per_second, 2),
+            "nothing_to_do": self.nothing_to_do,
+        }
+
+
+@dataclass
+class _Prepared:
+    job_id: int
+    document_id: int
+    token_ids: list[int]
+    allowed: set[int]
+    schema: dict[str, Any]
+    max_tokens: int
+    temperature: float
+    seed: int
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Summarizer:
+    """One run of the map/reduce loop against one engine."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        *,
+        chunker: Chunker,
+        owner: str | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.factory, self.settings, self.chunker = factory, settings, chunker
+        self.owner = owner or default_owner()
+        self.on_progress = on_progress
+        self.pv = settings.prompt_version
+        self.map_tpl = load_template(settings.prompts_dir, "summarize", self.pv)
+        self.reduce_tpl = load_template(settings.prompts_dir, "reduce", self.pv)
+        self.renderer = Renderer(chunker.model_dir)
+        self.limits = OutputLimits(
+            summary_chars=settings.summary_max_chars,
+            finding_chars=settings.finding_max_chars,
+            min_clauses=settings.min_clauses,
+            max_clauses=settings.max_clauses,
+        )
+        self.context = chunker.context
+
+    # -- queueing ---------------------------------------------------------------------------
+    def queue(self, *, batch: str | None = None, document_ids: Sequence[int] | None = None) -> list[int]:
+        """Make chunks and map jobs for every unsummarized document in scope; return their ids."""
+        with transaction(self.factory) as s:
+            batch_id = None
+            if batch is not None:
+                row = repo.get_batch(s, batch)
+                if row is None:
+                    raise ConfigError(f"no batch named {batch!r}", hint="see `contractsum status`")
+                batch_id = row.id
+            docs = repo.documents(s, batch_id=batch_id)
+            if document_ids is not None:
+                docs = [d for d in docs if d.id in set(document_ids)]
+            pending = []
+            for d in docs:
+                if repo.summary_for(s, d.id, self.pv) is None:
+                    queue_document(s, d, self.chunker, prompt_version=self.pv, batch_id=batch_id)
+                    pending.append(d.id)
+            return pending
+
+    def has_ready_work(self, doc_ids: Sequence[int]) -> bool:
+        if not doc_ids:
+            return False
+        with transaction(self.factory) as s:
+            self._plan_reductions(s, doc_ids)
+            counts = repo.ready_count(s, document_ids=doc_ids, plan=self.chunker.plan, prompt_version=self.pv)
+        return counts > 0
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, engine, doc_ids: Sequence[int], report: SummarizeReport) -> None:
+        while True:
+            with transaction(self.factory) as s:
+                self._plan_reductions(s, doc_ids)
+                jobs = repo.lease(
+                    s, owner=self.owner, lease_seconds=self.settings.lease_seconds, document_ids=doc_ids,
+                    plan=self.chunker.plan, prompt_version=self.pv, count_attempt=True,
+                )
+                prepared, rejected = self._prepare(s, jobs)
+                for job_id, reason in rejected:
+                    repo.fail_job(s, job_id, error=reason)
+            if not prepared:
+                if rejected:
+                    continue
+                return
+            self._wave(engine, prepared, report)
+
+    def _wave(self, engine, prepared: list[_Prepared], report: SummarizeReport) -> None:
+        from pipeline.engine import Request
+
+        requests = [
+            Request(prompt_token_ids=p.token_ids, max_tokens=p.max_tokens, json_schema=p.schema, temperature=p.temperature, seed=p.seed)
+            for p in prepared
+        ]
+        report.waves += 1
+        self._emit({"event": "wave_start", "wave": report.waves, "prompts": len(requests)})
+        try:
+            completions, stats = engine.generate(
+                requests, on_finished=lambda n, t: self._emit({"event": "progress", "wave": report.waves, "done": n, "total": t})
+            )
+        except EngineError:
+            with transaction(self.factory) as s:
+                repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued")
+            raise
+        report.prompts += stats.prompts
+        report.tokens_in += stats.tokens_in
+        report.tokens_out += stats.tokens_out
+        report.engine_seconds += stats.seconds
+        for p, c in zip(prepared, completions, strict=True):
+            try:
+                result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason)
+            except OutputError as exc:
+                with transaction(self.factory) as s:
+                    final = repo.retry_or_fail(s, p.job_id, error=exc.message, raw=c.text, max_attempts=self.settings.max_attempts)
+                if not final:
+                    report.retries += 1
+                continue
+            with transaction(self.factory) as s:
+                job = s.get(Job, p.job_id)
+                if job is None or job.state != "leased" or job.lease_owner != self.owner:
+                    continue  # our lease expired and someone else took it: their result wins
+                job.state, job.result, job.raw_output = "done", result.model_dump(), c.text
+                job.last_error, job.engine_run_id = None, report.engine_run_id
+                job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
+                s.flush()
+                self._maybe_finish_document(s, job, result, report)
+        self._emit({"event": "wave_end", "wave": report.waves, "tokens_out": report.tokens_out})
+
+    # -- prompts ----------------------------------------------------------------------------
+    def _prepare(self, s: Session, jobs: list[Job]) -> tuple[list[_Prepared], list[tuple[int, str]]]:
+        out, rejected = [], []
+        for job in jobs:
+            if job.attempts > self.settings.max_attempts:
+                rejected.append((job.id, f"gave up after {job.attempts - 1} attempts that ended without an answer (engine failures)"))
+                continue
+            try:
+                if job.kind == "map":
+                    data, allowed = self._map_data(s, job)
+                    tpl = self.map_tpl
+                else:
+                    data, allowed = self._reduce_data(s, job)
+                    tpl = self.reduce_tpl
+                ids = self.renderer.token_ids(tpl, data)
+                room = self.context - len(ids)
+                if room < 16:
+                    raise PromptError(f"prompt of {len(ids)} tokens leaves no room to answer in {self.context}")
+                attempt = max(job.attempts, 1)
+                growth = self.settings.retry_token_growth ** (attempt - 1)
+                max_tokens = min(int(self.settings.max_output_tokens * growth), room)
+                out.append(
+                    _Prepared(
+                        job_id=job.id,
+                        document_id=job.document_id,
+                        token_ids=ids,
+                        allowed=allowed,
+                        schema=json_schema(allowed, self.limits),
+                        max_tokens=max_tokens,
+                        # First try greedy; retries sample a little so they can leave a bad path.
+                        temperature=0.0 if attempt == 1 else 0.3,
+                        seed=self.settings.seed + attempt,
+                    )
+                )
+            except PromptError as exc:
+                rejected.append((job.id, exc.message))
+        return out, rejected
+
+    def _map_data(self, s: Session, job: Job) -> tuple[str, set[int]]:
+        chunk = repo.get_chunk(s, job.chunk_id)
+        sentences = repo.sentence_range(s, job.document_id, chunk.first_sentence, chunk.last_sentence)
+        items = [(x.ordinal, x.text) for x in sentences]
+        if chunk.piece_start is not None and len(items) == 1:
+            o, t = items[0]
+            items = [(o, t[chunk.piece_start : chunk.piece_end])]
+        return render_sentences(items), {o for o, _ in items}
+
+    def _reduce_inputs(self, s: Session, job: Job) -> list[ContractSummary]:
+        below = {j.ordinal: j for j in repo.jobs_at_level(s, job.document_id, self.pv, self.chunker.plan, job.level - 1)}
+        return [ContractSummary.model_validate(below[o].result) for o in (job.inputs or [])]
+
+    def _reduce_data(self, s: Session, job: Job) -> tuple[str, set[int]]:
+        parts = self._reduce_inputs(s, job)
+        return self.render_findings(s, job.document_id, parts)
+
+    def render_findings(self, s: Session, document_id: int, parts: list[ContractSummary]) -> tuple[str, set[int]]:
+        cited: set[int] = set()
+        lines: list[str] = []
+        for i, part in enumerate(parts, 1):
+            lines.append(_part_text(i, part))
+            cited |= part.cited_ordinals()
+        sentences = repo.sentences_by_ordinal(s, document_id, cited)
+        lines.append("Cited sentences:")
+        lines.append(render_sentences([(o, sentences[o].text) for o in sorted(sentences)]))
+        return "\n".join(lines), set(sentences)
+
+    # -- reduce planning --------------------------------------------------------------------
+    def _plan_reductions(self, s: Session, doc_ids: Sequence[int]) -> None:
+        """For each document whose top level is complete with > 1 result, queue the next level."""
+        for doc_id in doc_ids:
+            jobs = repo.jobs_for_document(s, doc_id, self.pv, self.chunker.plan)
+            if not jobs or any(j.state != "done" for j in jobs):
+                continue
+            top = max(j.level for j in jobs)
+            level = sorted((j for j in jobs if j.level == top), key=lambda j: j.ordinal)
+            if len(level) == 1:
+                continue
+            groups = self._group(s, doc_id, level)
+            if len(groups) >= len(level):
+                groups = [[j.ordinal for j in level[i : i + 2]] for i in range(0, len(level), 2)]
+            repo.enqueue(
+                s,
+                [
+                    {
+                        "key": f"reduce:{doc_id}:{self.pv}:{self.chunker.plan}:{top + 1}:{n}",
+                        "kind": "reduce",
+                        "batch_id": level[0].batch_id,
+                        "document_id": doc_id,
+                        "plan": self.chunker.plan,
+                        "level": top + 1,
+                        "ordinal": n,
+                        "inputs": group,
+                        "prompt_version": self.pv,
+                    }
+                    for n, group in enumerate(groups)
+                ],
+            )
+
+    def _group(self, s: Session, doc_id: int, level: list[Job]) -> list[list[int]]:
+        """Pack consecutive results into groups whose reduce prompt fits the context."""
+        room = self.context - self.settings.max_output_tokens - self.renderer.template_tokens(self.reduce_tpl) - REDUCE_MARGIN
+        counter = self.chunker.counter
+        groups: list[list[int]] = [[]]
+        used = 0
+        for j in level:
+            part = ContractSummary.model_validate(j.result)
+            sentences = repo.sentences_by_ordinal(s, doc_id, part.cited_ordinals())
+            cost = counter.count(_part_text(1, part)) + sum(counter.count(x.text) + 6 for x in sentences.values()) + 8
+            if groups[-1] and used + cost > room:
+                groups.append([])
+                used = 0
+            groups[-1].append(j.ordinal)
+            used += cost
+        return groups
+
+    # -- completion -------------------------------------------------------------------------
+    def _maybe_finish_document(self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport) -> None:
+        jobs = repo.jobs_for_document(s, job.document_id, self.pv, self.chunker.plan)
+        if job.kind == "map":
+            final = sum(1 for j in jobs if j.level == 0) == 1
+        else:
+            below = sum(1 for j in jobs if j.level == job.level - 1)
+            final = len(job.inputs or []) == below
+        if not final or repo.summary_for(s, job.document_id, self.pv) is not None:
+            return
+        store_summary(s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id, chunks=sum(1 for j in jobs if j.level == 0))
+        report.summarized.append(job.document_id)
+        self._emit({"event": "document_done", "document_id": job.document_id})
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_progress:
+            self.on_progress(event)
+
+
+def _part_text(i: int, part: ContractSummary) -> str:
+    lines = [f"Part {i}:", f"summary: {part.summary}"]
+    if part.parties:
+        lines.append("parties: " + "; ".join(part.parties))
+    if part.dates:
+        lines.append("dates: " + "; ".join(f"{d.label}: {d.date}" for d in part.dates))
+    for c in part.clauses:
+        lines.append(f"- {c.type}: {c.finding} [{', '.join(c.citations)}]")
+    return "\n".join(lines)
+
+
+def store_summary(s: Session, document_id: int, prompt_version: str, result: ContractSummary, *, engine_run_id: int | None, chunks: int) -> None:
+    """Write the summary with its clauses and citations resolved to stored sentences."""
+    sentences = repo.sentences_by_ordinal(s, document_id, result.cited_ordinals())
+    missing = result.cited_ordinals() - set(sentences)
+    if missing:  # the schema makes this impossible; refuse rather than store a dangling citation
+        raise OutputError(f"citations name unknown sentences {sorted(missing)[:5]}", raw=result.model_dump_json())
+    clauses = [
+        (i, c.type, c.finding, [sentences[int(sid[1:])] for sid in dict.fromkeys(c.citations)])
+        for i, c in enumerate(result.clauses)
+    ]
+    repo.add_summary(
+        s, document_id=document_id, prompt_version=prompt_version, engine_run_id=engine_run_id,
+        output=result.model_dump(), chunks=chunks, citations=clauses,
+    )
+
+
+def summarize(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    batch: str | None = None,
+    document_ids: Sequence[int] | None = None,
+    engine=None,
+    owner: str | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    engine_factory: Callable[[], Any] | None = None,
+) -> SummarizeReport:
+    """Summarize every unsummarized document (of ``batch``). Starts an engine only if there is
+    work, and only one; ``engine`` lets a caller (tests, benchmarks, flows) share one."""
+    t0 = time.perf_counter()
+    model_dir = settings.resolved_model()
+    chunker = Chunker.for_model(settings, model_dir)
+    runner = Summarizer(factory, settings, chunker=chunker, owner=owner, on_progress=on_progress)
+    report = SummarizeReport()
+    report.documents = runner.queue(batch=batch, document_ids=document_ids)
+    if not runner.has_ready_work(report.documents):
+        report.nothing_to_do = True
+        _collect_failures(factory, settings, chunker, report)
+        report.seconds = time.perf_counter() - t0
+        return report
+    own = engine is None
+    if own:
+        from pipeline.engine import Engine
+
+        engine = engine_factory() if engine_factory else Engine.from_settings(settings, model_dir)
+    with transaction(factory) as s:
+        run = repo.start_engine_run(
+            s,
+            model=str(model_dir),
+            dtype=str(engine.config["dtype"]),
+            quantization=engine.config.get("quantization"),
+            tensor_parallel_size=int(engine.config["tensor_parallel_size"]),
+            vllm_version=engine.vllm_version,
+            prompt_version=settings.prompt_version,
+            device=engine.device,
+            config=engine.snapshot(),
+        )
+        report.engine_run_id = run.id
+    status, error = "finished", None
+    try:
+        runner.run(engine, report.documents, report)
+    except EngineError as exc:
+        status, error = "failed", str(exc)
+        raise
+    finally:
+        with transaction(factory) as s:
+            repo.finish_engine_run(
+                s, report.engine_run_id, status=status, error=error, prompts=report.prompts,
+                tokens_in=report.tokens_in, tokens_out=report.tokens_out, wall_seconds=report.engine_seconds,
+            )
+        if own:
+            engine.shutdown()
+    _collect_failures(factory, settings, chunker, report)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _collect_failures(factory, settings: Settings, chunker: Chunker, report: SummarizeReport) -> None:
+    with factory() as s:
+        for doc_id in report.documents:
+            for j in repo.jobs_for_document(s, doc_id, settings.prompt_version, chunker.plan):
+                if j.state == "failed":
+                    report.failed[doc_id] = j.last_error or "failed"
+                    break

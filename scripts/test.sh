@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up (idempotent), starts PostgreSQL if needed, runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/services.sh
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,475 @@
+"""Queries. Each takes a Session; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    Batch,
+    Chunk,
+    Citation,
+    Clause,
+    Document,
+    EngineRun,
+    IngestRecord,
+    Job,
+    Page,
+    Sentence,
+    Summary,
+    utcnow,
+)
+
+# --- batches and files --------------------------------------------------------------------
+
+
+def get_or_create_batch(session: Session, name: str, *, origin: str = "cli") -> Batch:
+    batch = session.scalar(select(Batch).where(Batch.name == name))
+    if batch is None:
+        batch = Batch(name=name, origin=origin)
+        session.add(batch)
+        session.flush()
+    return batch
+
+
+def get_batch(session: Session, name: str) -> Batch | None:
+    return session.scalar(select(Batch).where(Batch.name == name))
+
+
+def document_by_sha(session: Session, sha256: str) -> Document | None:
+    return session.scalar(select(Document).where(Document.sha256 == sha256))
+
+
+def record_file(
+    session: Session,
+    batch: Batch,
+    *,
+    source: str,
+    status: str,
+    reason: str = "",
+    sha256: str | None = None,
+    pages: int | None = None,
+    document_id: int | None = None,
+) -> IngestRecord:
+    """The one outcome of ``source`` in ``batch``; re-recording the same file replaces it."""
+    record = session.scalar(
+        select(IngestRecord).where(IngestRecord.batch_id == batch.id, IngestRecord.source == source)
+    )
+    if record is None:
+        record = IngestRecord(batch_id=batch.id, source=source)
+        session.add(record)
+    record.status, record.reason, record.sha256 = status, reason, sha256
+    record.pages, record.document_id = pages, document_id
+    session.flush()
+    return record
+
+
+def add_document(
+    session: Session,
+    batch: Batch,
+    *,
+    sha256: str,
+    source: str,
+    source_path: str,
+    kind: str,
+    size_bytes: int,
+    status: str,
+    pages: Sequence[tuple[int, str, bool]],
+    sentences: Sequence[tuple[int, int, int, int, str]],
+) -> Document:
+    """Insert a document with its pages (number, text, has_text) and sentences
+    (ordinal, page, start, end, text) in bulk."""
+    doc = Document(
+        sha256=sha256,
+        source=source,
+        source_path=source_path,
+        kind=kind,
+        size_bytes=size_bytes,
+        page_count=len(pages),
+        status=status,
+        batch_id=batch.id,
+    )
+    session.add(doc)
+    session.flush()
+    if pages:
+        session.execute(
+            insert(Page),
+            [{"document_id": doc.id, "number": n, "text": t, "has_text": h} for n, t, h in pages],
+        )
+    if sentences:
+        session.execute(
+            insert(Sentence),
+            [
+                {"document_id": doc.id, "ordinal": o, "page_number": p, "char_start": a, "char_end": b, "text": t}
+                for o, p, a, b, t in sentences
+            ],
+        )
+    return doc
+
+
+def batch_records(session: Session, batch_id: int) -> list[IngestRecord]:
+    return list(session.scalars(select(IngestRecord).where(IngestRecord.batch_id == batch_id).order_by(IngestRecord.id)))
+
+
+def sentences_of(session: Session, document_id: int) -> list[Sentence]:
+    return list(session.scalars(select(Sentence).where(Sentence.document_id == document_id).order_by(Sentence.ordinal)))
+
+
+def sentences_by_ordinal(session: Session, document_id: int, ordinals: Iterable[int]) -> dict[int, Sentence]:
+    wanted = sorted(set(ordinals))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(Sentence).where(Sentence.document_id == document_id, Sentence.ordinal.in_(wanted))
+    )
+    return {s.ordinal: s for s in rows}
+
+
+def pages_of(session: Session, document_id: int) -> list[Page]:
+    return list(session.scalars(select(Page).where(Page.document_id == document_id).order_by(Page.number)))
+
+
+def documents(session: Session, *, batch_id: int | None = None, statuses: Sequence[str] = ("ok",)) -> list[Document]:
+    """Documents (of a batch: those its files resolved to, duplicates included)."""
+    q = select(Document).where(Document.status.in_(statuses)).order_by(Document.id)
+    if batch_id is not None:
+        ids = select(IngestRecord.document_id).where(
+            IngestRecord.batch_id == batch_id, IngestRecord.document_id.is_not(None)
+        )
+        q = q.where(Document.id.in_(ids))
+    return list(session.scalars(q))
+
+
+def find_document(session: Session, ref: str) -> Document | None:
+    """A document by id, sha256 (or a unique prefix of 8+), or source file name."""
+    if ref.isdigit():
+        doc = session.get(Document, int(ref))
+        if doc is not None:
+            return doc
+    if len(ref) >= 8:
+        hits = list(session.scalars(select(Document).where(Document.sha256.startswith(ref.lower())).limit(2)))
+        if len(hits) == 1:
+            return hits[0]
+    return session.scalar(select(Document).where(Document.source == ref).order_by(Document.id.desc()).limit(1))
+
+
+# --- chunks and jobs ----------------------------------------------------------------------
+
+
+def chunks_of(session: Session, document_id: int, plan: str) -> list[Chunk]:
+    return list(
+        session.scalars(select(Chunk).where(Chunk.document_id == document_id, Chunk.plan == plan).order_by(Chunk.ordinal))
+    )
+
+
+def save_chunks(session: Session, document_id: int, plan: str, rows: Sequence[dict[str, Any]]) -> list[Chunk]:
+    """Store a document's chunks for ``plan`` once; a second call returns what is there."""
+    existing = chunks_of(session, document_id, plan)
+    if existing:
+        return existing
+    if rows:
+        session.execute(insert(Chunk), [{"document_id": document_id, "plan": plan, **r} for r in rows])
+    return chunks_of(session, document_id, plan)
+
+
+def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert jobs whose ``key`` is new; returns how many were added (reruns add none)."""
+    if not rows:
+        return 0
+    keys = [r["key"] for r in rows]
+    have = set(session.scalars(select(Job.key).where(Job.key.in_(keys))))
+    fresh = [r for r in rows if r["key"] not in have]
+    if fresh:
+        session.execute(insert(Job), [{"state": "queued", "attempts": 0, **r} for r in fresh])
+    return len(fresh)
+
+
+def _ready(now: datetime) -> Any:
+    return or_(Job.state == "queued", and_(Job.state == "leased", Job.lease_expires_at < now))
+
+
+def lease(
+    session: Session,
+    *,
+    owner: str,
+    lease_seconds: int,
+    limit: int | None = None,
+    kind: str | None = None,
+    batch_id: int | None = None,
+    document_ids: Sequence[int] | None = None,
+    plan: str | None = None,
+    prompt_version: str | None = None,
+    count_attempt: bool = False,
+) -> list[Job]:
+    """Take ready jobs (queued, or leased with an expired lease) for ``owner``.
+
+    PostgreSQL skips rows another worker has locked; SQLite serializes writers anyway.
+    """
+    now = utcnow()
+    q: Select = select(Job).where(_ready(now)).order_by(Job.id)
+    if kind is not None:
+        q = q.where(Job.kind == kind)
+    if batch_id is not None:
+        q = q.where(Job.batch_id == batch_id)
+    if document_ids is not None:
+        q = q.where(Job.document_id.in_(list(document_ids)))
+    if plan is not None:
+        q = q.where(Job.plan == plan)
+    if prompt_version is not None:
+        q = q.where(Job.prompt_version == prompt_version)
+    if limit is not None:
+        q = q.limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    jobs = list(session.scalars(q))
+    expires = now + timedelta(seconds=lease_seconds)
+    for job in jobs:
+        job.state, job.lease_owner, job.lease_expires_at = "leased", owner, expires
+        if count_attempt:
+            # Counted at lease time, so a job that kills the engine every time still runs out.
+            job.attempts += 1
+    session.flush()
+    return jobs
+
+
+def release(session: Session, job_ids: Sequence[int], *, owner: str, error: str | None = None) -> int:
+    """Give leased jobs back to the queue (engine died, shutdown)."""
+    if not job_ids:
+        return 0
+    res = session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.state == "leased", Job.lease_owner == owner)
+        .values(state="queued", lease_owner=None, lease_expires_at=None, last_error=error, updated_at=utcnow())
+    )
+    return res.rowcount or 0
+
+
+def jobs_for_document(session: Session, document_id: int, prompt_version: str, plan: str | None = None) -> list[Job]:
+    q = select(Job).where(Job.document_id == document_id, Job.prompt_version == prompt_version)
+    if plan is not None:
+        q = q.where(Job.plan == plan)
+    return list(
+        session.scalars(
+            q
+            .order_by(Job.level, Job.ordinal)
+        )
+    )
+
+
+def job_counts(session: Session, *, batch_id: int | None = None) -> dict[str, int]:
+    q = select(Job.state, func.count()).group_by(Job.state)
+    if batch_id is not None:
+        q = q.where(Job.batch_id == batch_id)
+    return {state: n for state, n in session.execute(q)}
+
+
+# --- summaries ----------------------------------------------------------------------------
+
+
+def summary_for(session: Session, document_id: int, prompt_version: str) -> Summary | None:
+    return session.scalar(
+        select(Summary).where(Summary.document_id == document_id, Summary.prompt_version == prompt_version)
+    )
+
+
+def latest_summary(session: Session, document_id: int) -> Summary | None:
+    return session.scalar(
+        select(Summary).where(Summary.document_id == document_id).order_by(Summary.id.desc()).limit(1)
+    )
+
+
+def add_summary(
+    session: Session,
+    *,
+    document_id: int,
+    prompt_version: str,
+    engine_run_id: int | None,
+    output: dict[str, Any],
+    chunks: int,
+    citations: Sequence[tuple[int, str, str, Sequence[Sentence]]],
+) -> Summary:
+    """Store a summary with clauses and citations: ``citations`` is (clause index, type, finding, sentences)."""
+    summary = Summary(
+        document_id=document_id,
+        prompt_version=prompt_version,
+        engine_run_id=engine_run_id,
+        summary=output.get("summary", ""),
+        parties=list(output.get("parties", [])),
+        dates=list(output.get("dates", [])),
+        output=output,
+        chunks=chunks,
+    )
+    session.add(summary)
+    session.flush()
+    for _idx, ctype, finding, sentences in citations:
+        clause = Clause(summary_id=summary.id, type=ctype, finding=finding)
+        session.add(clause)
+        session.flush()
+        for s in sentences:
+            session.add(
+                Citation(
+                    summary_id=summary.id,
+                    clause_id=clause.id,
+                    sentence_id=s.id,
+                    sentence_ordinal=s.ordinal,
+                    page_number=s.page_number,
+                    char_start=s.char_start,
+                    char_end=s.char_end,
+                    text=s.text,
+                )
+            )
+    session.flush()
+    return summary
+
+
+def clauses_of(session: Session, summary_id: int) -> list[Clause]:
+    return list(session.scalars(select(Clause).where(Clause.summary_id == summary_id).order_by(Clause.id)))
+
+
+def citations_of(session: Session, summary_id: int) -> list[Citation]:
+    return list(session.scalars(select(Citation).where(Citation.summary_id == summary_id).order_by(Citation.id)))
+
+
+def all_citations(session: Session) -> list[tuple[Citation, Page]]:
+    """Every stored citation with the page it names (for verification)."""
+    q = (
+        select(Citation, Page)
+        .join(Summary, Summary.id == Citation.summary_id)
+        .join(Page, and_(Page.document_id == Summary.document_id, Page.number == Citation.page_number))
+        .order_by(Citation.id)
+    )
+    return [(c, p) for c, p in session.execute(q)]
+
+
+# --- engine runs --------------------------------------------------------------------------
+
+
+def start_engine_run(session: Session, **fields: Any) -> EngineRun:
+    run = EngineRun(**fields)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Row counts for ``status``."""
+    out = {}
+    for name, model in (
+        ("batches", Batch),
+        ("documents", Document),
+        ("pages", Page),
+        ("sentences", Sentence),
+        ("chunks", Chunk),
+        ("summaries", Summary),
+        ("citations", Citation),
+        ("engine_runs", EngineRun),
+    ):
+        out[name] = session.scalar(select(func.count()).select_from(model)) or 0
+    return out
+
+
+def delete_document_chunks(session: Session, document_id: int) -> None:
+    session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+
+
+def batches_overview(session: Session, *, name: str | None = None) -> list[dict[str, Any]]:
+    """Per batch: file outcomes by status and how many of its documents have a summary."""
+    q = select(Batch).order_by(Batch.id)
+    if name is not None:
+        q = q.where(Batch.name == name)
+    out = []
+    for b in session.scalars(q):
+        files = {
+            st: n
+            for st, n in session.execute(
+                select(IngestRecord.status, func.count()).where(IngestRecord.batch_id == b.id).group_by(IngestRecord.status)
+            )
+        }
+        doc_ids = select(IngestRecord.document_id).where(IngestRecord.batch_id == b.id, IngestRecord.document_id.is_not(None))
+        summarized = session.scalar(
+            select(func.count(func.distinct(Summary.document_id))).where(Summary.document_id.in_(doc_ids))
+        ) or 0
+        out.append(
+            {"name": b.name, "id": b.id, "origin": b.origin, "created_at": b.created_at.isoformat(), "files": files, "summarized": summarized}
+        )
+    return out
+
+
+def get_chunk(session: Session, chunk_id: int | None) -> Chunk:
+    chunk = session.get(Chunk, chunk_id)
+    if chunk is None:
+        raise LookupError(f"chunk {chunk_id} does not exist")
+    return chunk
+
+
+def sentence_range(session: Session, document_id: int, first: int, last: int) -> list[Sentence]:
+    return list(
+        session.scalars(
+            select(Sentence)
+            .where(Sentence.document_id == document_id, Sentence.ordinal >= first, Sentence.ordinal <= last)
+            .order_by(Sentence.ordinal)
+        )
+    )
+
+
+def jobs_at_level(session: Session, document_id: int, prompt_version: str, plan: str, level: int) -> list[Job]:
+    return [j for j in jobs_for_document(session, document_id, prompt_version, plan) if j.level == level]
+
+
+def ready_count(session: Session, *, document_ids: Sequence[int], plan: str, prompt_version: str) -> int:
+    now = utcnow()
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(_ready(now), Job.document_id.in_(list(document_ids)), Job.plan == plan, Job.prompt_version == prompt_version)
+    ) or 0
+
+
+def fail_job(session: Session, job_id: int, *, error: str, raw: str | None = None) -> None:
+    job = session.get(Job, job_id)
+    if job is not None:
+        job.state, job.last_error, job.raw_output = "failed", error, raw
+        job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
+
+
+def retry_or_fail(session: Session, job_id: int, *, error: str, raw: str, max_attempts: int) -> bool:
+    """Back to the queue for another try, or ``failed`` (raw output kept) once attempts run out.
+    Returns True when the job is now failed."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return True
+    final = job.attempts >= max_attempts
+    job.state = "failed" if final else "queued"
+    job.last_error = f"{error} (attempt {job.attempts} of {max_attempts})"
+    job.raw_output = raw
+    job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
+    return final
+
+
+def finish_engine_run(
+    session: Session, run_id: int | None, *, status: str, error: str | None, prompts: int, tokens_in: int, tokens_out: int, wall_seconds: float
+) -> None:
+    run = session.get(EngineRun, run_id) if run_id is not None else None
+    if run is None:
+        return
+    run.status, run.error, run.finished_at = status, error, utcnow()
+    run.prompts, run.tokens_in, run.tokens_out = prompts, tokens_in, tokens_out
+    run.wall_seconds = wall_seconds
+    run.tokens_per_second = tokens_out / wall_seconds if wall_seconds else 0.0
+
+
+def engine_run(session: Session, run_id: int | None) -> EngineRun | None:
+    return session.get(EngineRun, run_id) if run_id is not None else None
+
+
+def failed_job(session: Session, document_id: int, prompt_version: str) -> Job | None:
+    return session.scalar(
+        select(Job)
+        .where(Job.document_id == document_id, Job.prompt_version == prompt_version, Job.state == "failed")
+        .order_by(Job.id)
+        .limit(1)
+    )
