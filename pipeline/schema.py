@@ -133,12 +133,32 @@ def json_schema(sentence_ordinals: Iterable[int], limits: OutputLimits | None = 
     }
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters other than tab and newlines."""
+    return _CONTROL.sub("", text)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
 def parse_output(raw: str, allowed: set[int], *, finish_reason: str | None = None) -> ContractSummary:
     """Validate model output; any citation outside ``allowed`` is an error, never silently kept."""
     if finish_reason == "length":
         raise OutputError("output stopped at the token limit", raw=raw, finish_reason=finish_reason)
     try:
-        data = json.loads(raw, strict=False)  # a raw newline inside a string is harmless
+        # xgrammar lets raw control characters into strings: accept them, then drop them
+        # (PostgreSQL refuses NUL in text).
+        data = _clean(json.loads(raw, strict=False))
         result = ContractSummary.model_validate(data)
     except (json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0][:200]
@@ -156,19 +176,3 @@ def parse_output(raw: str, allowed: set[int], *, finish_reason: str | None = Non
     if bad:
         raise OutputError(f"output cites sentences not in the prompt: {', '.join(bad[:5])}", raw=raw, finish_reason=finish_reason)
     return result
-
-
-def merge_clauses(results: Iterable[ContractSummary], limits: OutputLimits | None = None) -> list[ClauseFinding]:
-    """One finding per clause type (first wins, citations united in order) — the fallback reduce."""
-    lim = limits or OutputLimits()
-    merged: dict[str, ClauseFinding] = {}
-    for r in results:
-        for c in r.clauses:
-            if c.type not in merged:
-                merged[c.type] = ClauseFinding(type=c.type, finding=c.finding, citations=list(c.citations))
-            else:
-                cur = merged[c.type]
-                for sid in c.citations:
-                    if sid not in cur.citations and len(cur.citations) < lim.max_citations:
-                        cur.citations.append(sid)
-    return list(merged.values())

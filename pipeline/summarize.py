@@ -17,7 +17,7 @@ from pipeline.batch import Chunker, queue_document
 from pipeline.chunking import render_sentences
 from pipeline.errors import ConfigError, EngineError, OutputError, PromptError
 from pipeline.prompts import PromptTemplate, Renderer, load_template
-from pipeline.schema import ContractSummary, OutputLimits, json_schema, merge_clauses, parse_output
+from pipeline.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
 from storage import repo
 from storage.db import transaction
@@ -156,7 +156,10 @@ class Summarizer:
         from pipeline.engine import Request
 
         requests = [
-            Request(prompt_token_ids=p.token_ids, max_tokens=p.max_tokens, json_schema=p.schema, temperature=p.temperature, seed=p.seed)
+            Request(
+                prompt_token_ids=p.token_ids, max_tokens=p.max_tokens, json_schema=p.schema, temperature=p.temperature,
+                seed=p.seed, repetition_penalty=self.settings.repetition_penalty,
+            )
             for p in prepared
         ]
         report.waves += 1
@@ -178,7 +181,7 @@ class Summarizer:
                 result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason)
             except OutputError as exc:
                 with transaction(self.factory) as s:
-                    final = repo.retry_or_fail(s, p.job_id, error=exc.message, raw=c.text, max_attempts=self.settings.max_attempts)
+                    final = repo.retry_or_fail(s, p.job_id, error=exc.message, raw=printable(c.text), max_attempts=self.settings.max_attempts)
                 if not final:
                     report.retries += 1
                 continue
@@ -186,7 +189,7 @@ class Summarizer:
                 job = s.get(Job, p.job_id)
                 if job is None or job.state != "leased" or job.lease_owner != self.owner:
                     continue  # our lease expired and someone else took it: their result wins
-                job.state, job.result, job.raw_output = "done", result.model_dump(), c.text
+                job.state, job.result, job.raw_output = "done", result.model_dump(), printable(c.text)
                 job.last_error, job.engine_run_id = None, report.engine_run_id
                 job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
                 s.flush()

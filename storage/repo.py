@@ -473,3 +473,55 @@ def failed_job(session: Session, document_id: int, prompt_version: str) -> Job |
         .order_by(Job.id)
         .limit(1)
     )
+
+
+# --- golden -----------------------------------------------------------------------------------
+# Golden-prompt check runs (pipeline/golden.py): one row per run, one per case.
+
+from storage.models import GoldenResult, GoldenRun  # noqa: E402  (kept with the section that uses it)
+
+
+def add_golden_run(
+    session: Session,
+    *,
+    golden_version: str,
+    thresholds_version: str,
+    mode: str,
+    baseline: dict[str, Any],
+    candidate: dict[str, Any],
+    metrics: dict[str, Any],
+    verdict: str,
+    report_path: str | None,
+) -> GoldenRun:
+    run = GoldenRun(
+        golden_version=golden_version, thresholds_version=thresholds_version, mode=mode, baseline=baseline,
+        candidate=candidate, metrics=metrics, verdict=verdict, report_path=report_path,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def add_golden_results(session: Session, run_id: int, rows: Sequence[dict[str, Any]]) -> None:
+    """Per-case rows: ``case_id``, ``metrics``, ``baseline_output``, ``candidate_output``."""
+    if rows:
+        session.execute(insert(GoldenResult), [{"run_id": run_id, **r} for r in rows])
+
+
+def set_golden_report_path(session: Session, run_id: int | None, report_path: str) -> None:
+    run = session.get(GoldenRun, run_id) if run_id is not None else None
+    if run is not None:
+        run.report_path = report_path
+
+
+def golden_run(session: Session, run_id: int) -> GoldenRun | None:
+    return session.get(GoldenRun, run_id)
+
+
+def golden_runs(session: Session, *, limit: int = 20) -> list[GoldenRun]:
+    """The most recent runs first."""
+    return list(session.scalars(select(GoldenRun).order_by(GoldenRun.id.desc()).limit(limit)))
+
+
+def golden_results(session: Session, run_id: int) -> list[GoldenResult]:
+    return list(session.scalars(select(GoldenResult).where(GoldenResult.run_id == run_id).order_by(GoldenResult.id)))

@@ -25,7 +25,7 @@ from pipeline.chunking import (
 from pipeline.errors import ModelNotFoundError, PromptError
 from pipeline.settings import REPO_ROOT
 
-CONTRACTS = REPO_ROOT / "examples" / "contracts"
+CONTRACTS = REPO_ROOT / "examples" / "reference"
 
 
 @dataclass(frozen=True)

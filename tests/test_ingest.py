@@ -27,6 +27,7 @@ from pipeline.ingest import (
 import badfiles
 from badfiles import CORPUS_DIR, SAMPLE_PAGES, SAMPLE_PDF
 
+REFERENCE_DIR = CORPUS_DIR.parent / "reference"
 MANIFEST = json.loads((CORPUS_DIR / "manifest.json").read_text(encoding="utf-8"))
 CONTRACTS = {c["id"]: c for c in MANIFEST["contracts"]}
 CONTRACT_IDS = sorted(CONTRACTS)
@@ -39,7 +40,7 @@ def extracted(contract_id: str) -> Extraction:
 
 def corpus_txt_pages(contract_id: str) -> list[str]:
     """The manifest's pypdf text of each page (each page ends with a form feed)."""
-    text = (CORPUS_DIR / CONTRACTS[contract_id]["text_file"]).read_text(encoding="utf-8")
+    text = (REFERENCE_DIR / CONTRACTS[contract_id]["text_file"]).read_text(encoding="utf-8")
     pages = text.split("\f")
     assert pages[-1] == ""
     return pages[:-1]
@@ -66,7 +67,7 @@ def test_corpus_manifest_lists_contracts_whose_files_exist():
     assert len(CONTRACT_IDS) >= 10
     for contract in CONTRACTS.values():
         assert (CORPUS_DIR / contract["pdf_file"]).is_file()
-        assert (CORPUS_DIR / contract["text_file"]).is_file()
+        assert (REFERENCE_DIR / contract["text_file"]).is_file()
 
 
 @pytest.mark.parametrize("contract_id", CONTRACT_IDS)
@@ -125,7 +126,7 @@ def test_cleaning_keeps_every_character_of_the_pypdf_text_but_whitespace_and_hyp
 @pytest.mark.parametrize("contract_id", CONTRACT_IDS)
 def test_corpus_txt_file_reads_as_the_same_pages_as_its_pdf(contract_id):
     contract = CONTRACTS[contract_id]
-    result = extract(CORPUS_DIR / contract["text_file"])
+    result = extract(REFERENCE_DIR / contract["text_file"])
 
     assert (result.status, result.kind) == ("ok", "txt")
     # The trailing form feed ends the last page rather than starting an empty one.
@@ -464,7 +465,8 @@ def test_small_byte_cap_names_both_sizes(tmp_path):
 
 @pytest.mark.parametrize("name", ["commonpaper-cloud-service-agreement.pdf", "commonpaper-cloud-service-agreement.txt"])
 def test_file_over_the_page_cap_fails_naming_the_cap(name):
-    result = extract(CORPUS_DIR / name, max_pages=5)
+    folder = CORPUS_DIR if name.endswith(".pdf") else REFERENCE_DIR
+    result = extract(folder / name, max_pages=5)
     assert result.status == "failed"
     assert result.reason == "file has 14 pages, over the 5-page cap (max_pages)"
     assert result.pages == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -48,7 +49,22 @@ def _register_all() -> None:
 _register_all()
 
 
+def _quiet_defaults() -> None:
+    """Offline, private, and stdout kept for our own output (vLLM logs to stdout by default)."""
+    for key, value in {
+        "VLLM_LOGGING_STREAM": "ext://sys.stderr",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
 def main() -> None:
+    _quiet_defaults()
     try:
         app()
     except ContractsumError as exc:  # errors raised outside a command body (settings parsing)

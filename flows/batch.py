@@ -1,0 +1,394 @@
+"""The batch flow: ingest → chunk → queue → engine → store → report.
+
+Each task calls a plain ``pipeline/`` function; this module adds only Prefect's share: retries for
+transient faults, no result caching (the database is the record, and every step is idempotent),
+logging, run names, tags and artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from flows._prefect import progress_listener, run_settings
+from pipeline.batch import Chunker, IngestReport, ingest_paths
+from pipeline.errors import ConfigError, ContractsumError, EngineError, IngestError, OutputError, PromptError
+from pipeline.settings import Settings
+from pipeline.summarize import SummarizeReport, summarize
+from storage import repo
+
+FLOW_NAME = "summarize-batch"
+# Database restarts and full or flaky disks pass within seconds to minutes; anything else will
+# fail the same way again, so it is not retried.
+RETRIES = 2
+RETRY_DELAYS = [5, 30]
+TRANSIENT = (OperationalError, OSError)
+# Errors that say something is wrong with the input, the settings or the engine: never retried
+# (a bad document is recorded by ingest and never raised at all).
+PERMANENT = (ConfigError, IngestError, PromptError, OutputError, EngineError)
+PROGRESS_INTERVAL_S = 1.0
+
+
+class BatchFailed(ContractsumError):
+    """The batch ended with documents that have no summary; the message lists them with reasons."""
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """True for a database or filesystem fault anywhere in the exception's chain."""
+    if exc is None or isinstance(exc, PERMANENT):
+        return False
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, TRANSIENT):
+            return True
+        seen.add(id(exc))
+        # ``raise X from None`` hides the cause but keeps it as __context__: still follow it.
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry only what :func:`is_transient` accepts."""
+    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return is_transient(exc if isinstance(exc, BaseException) else None)
+
+
+_task_options: dict[str, Any] = dict(
+    retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE
+)
+
+
+def slug(batch: str) -> str:
+    """A batch name as Prefect artifact keys and folder names allow (lowercase, digits, dashes);
+    names that change get a short hash so two batches never share one."""
+    s = re.sub(r"[^a-z0-9]+", "-", batch.lower()).strip("-") or "batch"
+    if s != batch:
+        s = f"{s[:40]}-{hashlib.sha256(batch.encode()).hexdigest()[:6]}"
+    return s
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+
+@task(name="connect", **_task_options)
+def connect(settings: Settings) -> sessionmaker[Session]:
+    """The session factory (SQLite is migrated on first use)."""
+    from storage.db import open_database
+
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return open_database(settings.db_url)
+
+
+@task(name="ingest", **_task_options)
+def ingest(settings: Settings, factory: sessionmaker[Session], batch: str, paths: Sequence[str], origin: str) -> IngestReport:
+    """Read the files into the batch, chunk them and queue their map jobs; bad files are recorded."""
+    logger = get_run_logger()
+    chunker = Chunker.for_model(settings, settings.resolved_model())
+
+    def log(outcome) -> None:
+        if outcome.status in ("ok", "duplicate"):
+            logger.info("%s: %s (%s pages, %s chunks)", outcome.source, outcome.status, outcome.pages, outcome.chunks)
+        else:
+            logger.warning("%s: %s — %s", outcome.source, outcome.status, outcome.reason)
+
+    report = ingest_paths(factory, settings, list(paths), batch_name=batch, origin=origin, chunker=chunker, on_file=log)
+    for problem in report.problems:
+        logger.warning("%s: %s", problem.source, problem.reason)
+    return report
+
+
+@task(name="summarize", **_task_options)
+def summarize_documents(settings: Settings, factory: sessionmaker[Session], batch: str) -> SummarizeReport:
+    """One engine over every queued job of the batch; a progress artifact follows its waves."""
+    logger = get_run_logger()
+    model_dir = settings.resolved_model()
+    pending = _pending_documents(factory, settings, batch)
+    tracker = _ProgressArtifact(batch, pending, listener=progress_listener(), logger=logger)
+    engine = _LazyEngine(settings, model_dir, logger)
+    try:
+        report = summarize(factory, settings, batch=batch, engine=engine, on_progress=tracker)
+    except EngineError as exc:
+        tracker.close(f"engine failed: {exc}")
+        raise
+    tracker.close("nothing to do" if report.nothing_to_do else f"{len(report.summarized)} summarized, {len(report.failed)} failed")
+    if report.nothing_to_do:
+        logger.info("nothing to do: every document of %s is summarized or failed; no engine started", batch)
+    else:
+        logger.info(
+            "%d summarized, %d failed; %d prompts in %d waves; %.1f output tok/s (engine run %s)",
+            len(report.summarized), len(report.failed), report.prompts, report.waves,
+            report.tokens_per_second, report.engine_run_id,
+        )
+    return report
+
+
+@task(name="report", **_task_options)
+def write_batch_report(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    batch: str,
+    ingested: IngestReport | None,
+    summarized: SummarizeReport | None,
+    engine_error: str | None = None,
+) -> "BatchOutcome":
+    """Export the batch's report (HTML and JSON) and publish the report artifact."""
+    from pipeline.export import write_report
+    from pipeline.report import build_report
+
+    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch)
+    folder = settings.reports_dir / slug(batch)
+    html = write_report(report, "html", folder / "report.html")
+    write_report(report, "json", folder / "report.json")
+    outcome = BatchOutcome.from_report(batch, report, ingested, summarized, html, engine_error)
+    create_markdown_artifact(
+        key=f"batch-report-{slug(batch)}",
+        markdown=outcome.markdown(),
+        description=f"contractsum batch {batch}: {outcome.headline()}",
+    )
+    get_run_logger().info("report: %s", html)
+    return outcome
+
+
+# --- the flow ------------------------------------------------------------------------------
+
+
+@flow(name=FLOW_NAME, flow_run_name="summarize {batch}", validate_parameters=True)
+def summarize_batch(batch: str, paths: list[str] | None = None, origin: str = "prefect") -> dict[str, Any]:
+    """Ingest ``paths`` (if any) into ``batch`` and summarize every unsummarized document in it.
+
+    Rerunning resumes: stored documents, chunks and finished jobs are reused, and only the rest
+    goes to the engine. The run fails, with the reasons in its state message, when any document
+    of the batch ends without a summary.
+    """
+    logger = get_run_logger()
+    settings = run_settings()
+    _add_tags([f"batch:{batch}", f"origin:{origin}"])
+    try:
+        factory = connect(settings)
+        ingested = None
+        if paths:
+            ingested = ingest(settings, factory, batch, paths, origin)
+        else:
+            with factory() as s:
+                if repo.get_batch(s, batch) is None:
+                    raise ConfigError(f"no batch named {batch!r} and no files given", hint="pass the files to ingest")
+        engine_error = None
+        summarized = None
+        try:
+            summarized = summarize_documents(settings, factory, batch)
+        except EngineError as exc:
+            engine_error = str(exc)
+            logger.error("the engine failed: %s", exc)
+        outcome = write_batch_report(settings, factory, batch, ingested, summarized, engine_error)
+    finally:
+        release_engine_after_deployment_run()
+    if engine_error is not None:
+        raise BatchFailed(
+            f"the engine failed: {engine_error}; {outcome.summarized} of {len(outcome.rows)} documents summarized "
+            "(rerun this flow to resume)"
+        )
+    if outcome.failures:
+        shown = "; ".join(f"{src}: {reason}" for src, reason in outcome.failures[:10])
+        more = f"; and {len(outcome.failures) - 10} more" if len(outcome.failures) > 10 else ""
+        raise BatchFailed(f"{len(outcome.failures)} of {len(outcome.rows)} documents failed: {shown}{more}")
+    return outcome.as_dict()
+
+
+def release_engine_after_deployment_run() -> None:
+    """A deployment's run has its own process, which ends with the run: stop the engine cleanly.
+    In-process runs keep the process's engine for the next run."""
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None:
+        from pipeline.engine import release_shared_engine
+
+        release_shared_engine()
+
+
+def _add_tags(tags: list[str]) -> None:
+    """Tags on the running flow run (a deployment's tags are set before the batch is known)."""
+    from prefect.client.orchestration import get_client
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    merged = sorted(set(ctx.flow_run.tags) | set(tags))
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(ctx.flow_run.id, tags=merged)
+    ctx.flow_run.tags = merged
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _pending_documents(factory: sessionmaker[Session], settings: Settings, batch: str) -> int:
+    with factory() as s:
+        row = repo.get_batch(s, batch)
+        if row is None:
+            return 0
+        docs = repo.documents(s, batch_id=row.id)
+        return sum(1 for d in docs if repo.summary_for(s, d.id, settings.prompt_version) is None)
+
+
+class _LazyEngine:
+    """The process's shared engine, started on first use: a rerun with nothing left to do starts
+    none, and the engine outlives the run for the next in-process run."""
+
+    def __init__(self, settings: Settings, model_dir: Path, logger: Any) -> None:
+        self._settings, self._model_dir, self._logger = settings, model_dir, logger
+        self._engine: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._engine is None:
+            from pipeline.engine import shared_engine
+
+            t0 = time.perf_counter()
+            self._engine = shared_engine(self._settings, self._model_dir)
+            self._logger.info("engine ready in %.1f s (%s on %s)", time.perf_counter() - t0, self._model_dir.name, self._engine.device)
+        return getattr(self._engine, name)
+
+
+class _ProgressArtifact:
+    """The batch's progress artifact: share of documents summarized, plus the running wave's share
+    of the rest; updated at most once a second from the engine's progress callback."""
+
+    def __init__(self, batch: str, pending: int, *, listener: Any, logger: Any) -> None:
+        self.pending, self.listener, self.logger = max(pending, 1), listener, logger
+        self.done_docs, self.percent, self.last = 0, 0.0, 0.0
+        self.text = "waiting for the engine"
+        self.text_full = self.text
+        self.id = create_progress_artifact(
+            progress=0.0, key=f"batch-progress-{slug(batch)}", description=f"batch {batch}: {self.text}"
+        )
+        self.batch = batch
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "document_done":
+            self.done_docs += 1
+        elif kind == "wave_start":
+            self.logger.info("wave %s: %s prompts", event["wave"], event["prompts"])
+        wave = event.get("done", 0) / event["total"] if kind == "progress" and event.get("total") else 0.0
+        share = (self.done_docs + 0.9 * wave * (self.pending - self.done_docs)) / self.pending
+        # Monotone and below 100 until the task ends: a reduce wave can follow a finished map wave.
+        self.percent = max(self.percent, min(99.0, 100.0 * share))
+        if kind == "progress":
+            self.text = f"wave {event['wave']}: {event['done']}/{event['total']} prompts"
+        self.text_full = f"{self.text}; {self.done_docs} of {self.pending} documents summarized"
+        if self.listener:
+            self.listener({**event, "percent": self.percent})
+        now = time.monotonic()
+        if kind in ("document_done", "wave_end") or now - self.last >= PROGRESS_INTERVAL_S:
+            self.last = now
+            update_progress_artifact(self.id, self.percent, description=f"batch {self.batch}: {self.text_full}")
+
+    def close(self, text: str) -> None:
+        self.percent = 100.0
+        update_progress_artifact(self.id, 100.0, description=f"batch {self.batch}: {text}")
+        if self.listener:
+            self.listener({"event": "finished", "percent": 100.0, "text": text})
+
+
+@dataclass
+class BatchOutcome:
+    """What the report artifact shows and the flow returns."""
+
+    batch: str
+    rows: list[dict[str, Any]]
+    report_path: Path
+    tokens_per_second: float | None
+    engine_run_id: int | None
+    engine_error: str | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_report(
+        cls,
+        batch: str,
+        report: dict[str, Any],
+        ingested: IngestReport | None,
+        summarized: SummarizeReport | None,
+        report_path: Path,
+        engine_error: str | None,
+    ) -> "BatchOutcome":
+        rows = []
+        for d in report["documents"]:
+            clauses = []
+            for c in d["clauses"]:
+                pages = sorted({cit["page"] for cit in c["citations"]})
+                clauses.append(f"{c['type']} (p. {', '.join(map(str, pages))})" if pages else c["type"])
+            reason = d["error"] or ""
+            if d["status"] == "pending":
+                reason = "not summarized yet" + (" (the engine failed)" if engine_error else "")
+            elif d["status"] == "needs_ocr":
+                reason = reason or "no text layer: needs OCR"
+            rows.append({"source": d["source"], "status": d["status"], "pages": d["pages"], "clauses": clauses, "reason": reason})
+        for p in ingested.problems if ingested else []:
+            rows.append({"source": p.source, "status": "failed", "pages": None, "clauses": [], "reason": p.reason})
+        failures = [(r["source"], r["reason"]) for r in rows if r["status"] != "summarized"]
+        tps = summarized.tokens_per_second if summarized is not None and not summarized.nothing_to_do else None
+        run_id = summarized.engine_run_id if summarized is not None else None
+        return cls(batch, rows, report_path, tps, run_id, engine_error, failures)
+
+    @property
+    def summarized(self) -> int:
+        return sum(1 for r in self.rows if r["status"] == "summarized")
+
+    def headline(self) -> str:
+        return f"{self.summarized} of {len(self.rows)} documents summarized, {len(self.failures)} failed"
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Batch {_md(self.batch)}",
+            "",
+            f"**{self.headline()}**",
+            "",
+            "| Document | Status | Pages | Clauses found (pages) | Failure reason |",
+            "|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"| {_md(r['source'])} | {r['status']} | {r['pages'] if r['pages'] is not None else ''} "
+                f"| {'; '.join(_md(c) for c in r['clauses'])} | {_md(r['reason'])} |"
+            )
+        if not self.rows:
+            lines.append("| (no documents) | | | | |")
+        tps = f"{self.tokens_per_second:.1f} output tokens/s" if self.tokens_per_second else "no engine work in this run"
+        lines += ["", f"- Throughput: {tps}" + (f" (engine run {self.engine_run_id})" if self.engine_run_id else "")]
+        if self.engine_error:
+            lines.append(f"- Engine failure: {_md(self.engine_error)} — rerun the flow to resume")
+        lines.append(f"- Exported report: `{self.report_path}` (and `report.json` beside it)")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "documents": self.rows,
+            "summarized": self.summarized,
+            "failed": len(self.failures),
+            "output_tokens_per_second": round(self.tokens_per_second, 2) if self.tokens_per_second else None,
+            "engine_run_id": self.engine_run_id,
+            "report": str(self.report_path),
+        }
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def _md(text: str | None) -> str:
+    """Contract text and file names are hostile: one line, no markup, no HTML."""
+    if not text:
+        return ""
+    flat = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", flat).replace("<", "&lt;").replace(">", "&gt;")

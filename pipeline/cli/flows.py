@@ -1,0 +1,130 @@
+"""`contractsum serve` and `contractsum submit`: the Prefect side of the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from pipeline.cli._common import console, err_console, handle_errors, print_json, settings_from, sources_from
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("submit")(submit)
+
+
+@handle_errors
+def serve(
+    ctx: typer.Context,
+    limit: int = typer.Option(1, "--limit", min=1, help="Flow runs at once; each runs in its own process with its own engine."),
+) -> None:
+    """Register the deployments and run their flow runs until stopped (Ctrl-C).
+
+    Deployments: `nightly/nightly` on the nightly_cron schedule in the configured timezone, and
+    `summarize-batch/summarize-batch` for `contractsum submit`. Needs a Prefect server:
+    `prefect server start`, with PREFECT_API_URL=http://127.0.0.1:4200/api here.
+    """
+    from flows._prefect import apply_prefect_environment, settings_environment
+
+    settings = settings_from(ctx)
+    apply_prefect_environment(settings)
+    # Runs execute in child processes that build their own settings: hand them this command's flags.
+    os.environ.update(settings_environment(settings, sources_from(ctx)))
+    from flows.serve import serve_deployments
+
+    serve_deployments(settings, limit=limit)
+
+
+@handle_errors
+def submit(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Batch name (default: batch-<timestamp>); reusing one resumes it."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends; exit 1 if it failed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run here even when `serve` is running."),
+) -> None:
+    """Create a batch from PATHS and run it; print the flow-run id and its UI URL.
+
+    The run goes to the `summarize-batch` deployment when a Prefect server answers and
+    `contractsum serve` is polling it, and runs in this process otherwise (this waits for it).
+    Exit 0 when the run completed, 1 when it failed, 2 for usage errors.
+    """
+    from flows._prefect import apply_prefect_environment
+    from pipeline.batch import default_batch_name
+
+    settings = settings_from(ctx)
+    apply_prefect_environment(settings)
+    from flows.serve import Route, route, run_in_process, submit_to_deployment, watch
+
+    batch = name or default_batch_name()
+    # The run may execute in another process and folder: hand it absolute paths.
+    absolute = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(Path.cwd() / p) for p in paths]
+    where = Route(None, "--in-process", False) if in_process else route()
+    bar = _Bar(enabled=not as_json)
+    if where.deployment_id is not None:
+        sub = submit_to_deployment(where.deployment_id, batch, absolute)
+        if not as_json:
+            _announce(sub, where.reason)
+        if wait:
+            with bar:
+                sub = watch(sub, bar.update)
+    else:
+        if not as_json:
+            err_console.print(f"running in this process: {where.reason}", highlight=False)
+        with bar:
+            sub = run_in_process(settings, batch, absolute, bar.event, temporary_server=not where.api_answers and not in_process)
+        if not as_json:
+            _announce(sub, "in-process")
+    if as_json:
+        print_json(sub.as_dict())
+    elif sub.state is not None:
+        style = "green" if sub.ok else "red"
+        console.print(f"[{style}]{sub.state.lower()}[/]" + (f": {sub.message}" if sub.message and not sub.ok else ""), highlight=False)
+    raise typer.Exit(0 if sub.ok else 1)
+
+
+def _announce(sub: Any, how: str) -> None:
+    console.print(f"flow run {sub.flow_run_id} ({sub.name}), {how}", highlight=False)
+    if sub.url:
+        console.print(sub.url, highlight=False, soft_wrap=True)
+
+
+class _Bar:
+    """A progress bar on a terminal; elsewhere one line per change, so logs show the run too."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = err_console.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[state]}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=err_console, transient=True, disable=not (enabled and self.tty),
+        )
+        self.task = None
+        self.last_line = ""
+
+    def __enter__(self) -> "_Bar":
+        self.progress.__enter__()
+        self.task = self.progress.add_task("", total=100, state="submitted")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, state: str, percent: float | None, text: str | None) -> None:
+        self.progress.update(self.task, completed=percent or 0, description=text or "", state=state)
+        if self.enabled and not self.tty:
+            line = f"{state} {percent or 0:.0f}% {text or ''}".rstrip()
+            if line != self.last_line:
+                err_console.print(line, highlight=False)
+                self.last_line = line
+
+    def event(self, ev: dict[str, Any]) -> None:
+        """In-process: the batch flow's progress events."""
+        text = ev.get("text") or (f"wave {ev['wave']}: {ev['done']}/{ev['total']} prompts" if ev.get("event") == "progress" else None)
+        if ev.get("event") in ("progress", "finished", "document_done"):
+            self.update("Running", ev.get("percent"), text)

@@ -1,0 +1,116 @@
+"""The CLI as a user meets it: ingest's JSON and exit codes on both databases, status, config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import badfiles
+import pytest
+from conftest import CORPUS
+from typer.testing import CliRunner
+
+from pipeline.cli.main import app
+
+runner = CliRunner()
+
+
+def _run(*args: str, env: dict | None = None):
+    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def test_ingest_of_the_examples_stores_every_contract_with_chunks_and_exits_0(tmp_path, tiny_model, db_url, manifest):
+    from storage.db import make_engine, upgrade
+
+    upgrade(make_engine(db_url))
+    res = _run("--database-url", db_url, "ingest", str(CORPUS), "--model", str(tiny_model), "--batch", "examples", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    docs = data["documents"]
+    assert len(docs) == len(manifest["contracts"])
+    by_name = {d["source"]: d for d in docs}
+    for c in manifest["contracts"]:
+        d = by_name[c["pdf_file"]]
+        assert d["status"] == "ok" and d["reason"] == ""
+        assert d["pages"] == c["page_count"]
+        assert len(d["sha256"]) == 64 and d["document_id"] > 0
+        assert d["chunks"] >= 1
+    assert set(docs[0]) >= {"source", "status", "reason", "pages", "sha256", "document_id"}
+
+    again = _run("--database-url", db_url, "ingest", str(CORPUS), "--model", str(tiny_model), "--json")
+    assert again.exit_code == 0
+    assert {d["status"] for d in json.loads(again.output)["documents"]} == {"duplicate"}
+
+    status = _run("--database-url", db_url, "status", "--json")
+    totals = json.loads(status.output)["totals"]
+    assert totals["documents"] == len(manifest["contracts"])
+    assert totals["chunks"] >= totals["documents"] and totals["sentences"] > 1000
+    assert db_url.split("@")[-1] not in status.output or "postgres" not in db_url
+
+
+def test_bad_files_are_named_with_reasons_and_the_batch_goes_on_with_exit_1(tmp_path, tiny_model):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(CORPUS / "commonpaper-mutual-nda-v1.pdf", inbox / "good.pdf")
+    badfiles.encrypted_pdf(inbox, "secret", name="locked.pdf")
+    badfiles.truncated_pdf(inbox)
+    badfiles.zip_renamed_pdf(inbox)
+    badfiles.empty_file(inbox)
+    badfiles.image_only_pdf(inbox)
+    shutil.copy(CORPUS / "commonpaper-mutual-nda-v1.pdf", inbox / "z-copy-of-good.pdf")
+    res = _run("ingest", str(inbox), "--model", str(tiny_model), "--json")
+    assert res.exit_code == 1
+    docs = {d["source"]: d for d in json.loads(res.output)["documents"]}
+    assert docs["good.pdf"]["status"] == "ok"
+    assert docs["z-copy-of-good.pdf"]["status"] == "duplicate" and "good.pdf" in docs["z-copy-of-good.pdf"]["reason"]
+    assert docs["locked.pdf"]["status"] == "failed" and "password" in docs["locked.pdf"]["reason"]
+    assert docs["truncated.pdf"]["status"] == "failed" and docs["truncated.pdf"]["reason"]
+    assert docs["contract.pdf"]["status"] == "failed" and "not a PDF" in docs["contract.pdf"]["reason"]
+    assert docs["empty.pdf"]["status"] == "failed" and "empty" in docs["empty.pdf"]["reason"]
+    assert docs["scan.pdf"]["status"] == "needs_ocr" and "1" in docs["scan.pdf"]["reason"]
+
+    unlocked = _run("ingest", str(inbox / "locked.pdf"), "--password", "secret", "--json")
+    assert unlocked.exit_code == 0
+    assert json.loads(unlocked.output)["documents"][0]["status"] == "ok"
+
+
+def test_ingest_without_a_model_stores_pages_and_says_chunks_come_later(tmp_path):
+    res = _run("ingest", str(CORPUS / "commonpaper-mutual-nda-v1.pdf"), "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.output)
+    assert data["documents"][0]["status"] == "ok" and "summarize" in data["chunking"]
+
+
+def test_expected_failures_print_one_line_and_exit_2(tmp_path):
+    res = runner.invoke(app, ["--database-url", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/x", "status"])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output and "hunter2" not in res.output
+    res = runner.invoke(app, ["ingest", str(tmp_path / "nope.pdf")], env={"CONTRACTSUM_MAX_PAGES": "zero"})
+    assert res.exit_code == 2 and "max_pages" in res.output and "Traceback" not in res.output
+    missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.pdf"), "--json"])
+    assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_config_masks_the_password_and_says_where_each_value_came_from(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('max_num_seqs = 7\ntensor_parallel_size = 2\n')
+    res = runner.invoke(
+        app,
+        ["--config", str(cfg), "--database-url", "postgresql+psycopg://u:s3cret-pw@db.example/x", "config", "--json"],
+        env={"CONTRACTSUM_TENSOR_PARALLEL_SIZE": "4"},
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert "s3cret-pw" not in res.output
+    assert data["database_url"]["value"].startswith("postgresql+psycopg://u:***@")
+    assert data["database_url"]["source"] == "cli"
+    assert data["tensor_parallel_size"] == {"value": "4", "source": "env CONTRACTSUM_TENSOR_PARALLEL_SIZE"}
+    assert data["max_num_seqs"]["value"] == "7" and data["max_num_seqs"]["source"].startswith("file")
+    assert data["max_model_len"] == {"value": "32768", "source": "default"}
+
+
+def test_config_file_with_unknown_key_is_a_usage_error(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("max_num_sqes = 7\n")
+    res = runner.invoke(app, ["--config", str(cfg), "config"])
+    assert res.exit_code == 2 and "max_num_sqes" in res.output
