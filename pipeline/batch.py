@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
+from itertools import islice
+from multiprocessing import get_context
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -153,9 +159,14 @@ def ingest_paths(
     chunker: Chunker | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> IngestReport:
     """Ingest every file under ``paths`` into one batch. A bad file is recorded and skipped;
-    it never stops the batch. With a ``chunker``, documents are chunked and queued too."""
+    it never stops the batch. With a ``chunker``, documents are chunked and queued too.
+
+    ``workers > 1`` extracts files (pypdf, the bulk of the cost) in that many worker processes
+    while this process stores them, in the same order and with the same outcomes as ``workers=1``.
+    """
     name = batch_name or default_batch_name()
     files, problems = ingest.discover(paths)
     with transaction(factory) as s:
@@ -165,8 +176,9 @@ def ingest_paths(
         report.problems.append(FileOutcome(source=str(given), status="failed", reason=reason, path=str(given)))
     if on_start:
         on_start(len(files))
-    for path in files:
-        outcome = _ingest_one(factory, settings, batch_id, path, password=password, chunker=chunker)
+    extract = partial(ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes)
+    for path, ex in _extractions(files, extract, workers):
+        outcome = _store_one(factory, settings, batch_id, path, ex, chunker=chunker)
         report.files.append(outcome)
         if on_file:
             on_file(outcome)
@@ -175,16 +187,50 @@ def ingest_paths(
     return report
 
 
-def _ingest_one(
+def _extractions(
+    files: Sequence[Path], extract: Callable[[Path], ingest.Extraction], workers: int
+) -> Iterator[tuple[Path, ingest.Extraction]]:
+    """``(path, extraction)`` for every file, in order; extraction runs in ``workers`` processes."""
+    if workers <= 1 or len(files) < 2:
+        for path in files:
+            yield path, extract(path)
+        return
+    # spawn, not fork: the parent may hold database connections and threads a fork would copy.
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=get_context("spawn"))
+    # A bounded window of files in flight keeps memory flat however long the batch is.
+    window: deque[tuple[Path, Future[ingest.Extraction]]] = deque()
+    queue = iter(files)
+    try:
+        for path in islice(queue, workers * 4):
+            window.append((path, pool.submit(extract, path)))
+        while window:
+            path, future = window.popleft()
+            try:
+                ex = future.result()
+            except BrokenProcessPool:
+                # A worker died (killed for memory, say): the rest goes through the in-process path,
+                # which handles every bad file without dying.
+                pool.shutdown(wait=False, cancel_futures=True)
+                for p in [path, *(p for p, _ in window), *queue]:
+                    yield p, extract(p)
+                return
+            nxt = next(queue, None)
+            if nxt is not None:
+                window.append((nxt, pool.submit(extract, nxt)))
+            yield path, ex
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _store_one(
     factory: sessionmaker[Session],
     settings: Settings,
     batch_id: int,
     path: Path,
+    ex: ingest.Extraction,
     *,
-    password: str | None,
     chunker: Chunker | None,
 ) -> FileOutcome:
-    ex = ingest.extract(path, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes)
     source = ex.source
     outcome = FileOutcome(source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=str(path))
     for attempt in range(2):

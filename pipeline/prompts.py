@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,8 +41,17 @@ class PromptTemplate(BaseModel):
     def messages(self, data: str) -> list[dict[str, str]]:
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": self.user.replace(self.placeholder, data)},
+            {"role": "user", "content": self.user.replace(self.placeholder, defuse_fences(data))},
         ]
+
+
+_FENCE = re.compile(r"<\s*(/?)\s*(contract|findings)\s*>", re.IGNORECASE)
+
+
+def defuse_fences(data: str) -> str:
+    """Contract text cannot close the data fence: its own fence-like tags lose their brackets.
+    (Only the prompt's view changes; stored sentences stay verbatim.)"""
+    return _FENCE.sub(lambda m: f"({m.group(1)}{m.group(2)})", data)
 
 
 def load_template(prompts_dir: Path, kind: Kind, version: str) -> PromptTemplate:

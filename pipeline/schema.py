@@ -54,6 +54,18 @@ class ContractSummary(Strict):
     dates: list[KeyDate] = Field(default_factory=list)
     clauses: list[ClauseFinding] = Field(default_factory=list)
 
+    def merged(self) -> "ContractSummary":
+        """One finding per clause type (the first), citations united in order without repeats;
+        the schema cannot express "unique by type" for the constrained decoder."""
+        by_type: dict[str, ClauseFinding] = {}
+        for c in self.clauses:
+            if c.type in by_type:
+                cur = by_type[c.type]
+                cur.citations.extend(x for x in c.citations if x not in cur.citations)
+            else:
+                by_type[c.type] = ClauseFinding(type=c.type, finding=c.finding, citations=list(dict.fromkeys(c.citations)))
+        return self.model_copy(update={"clauses": list(by_type.values())})
+
     def cited_ordinals(self) -> set[int]:
         return {sentence_ordinal(c) for cl in self.clauses for c in cl.citations}
 
@@ -175,4 +187,4 @@ def parse_output(raw: str, allowed: set[int], *, finish_reason: str | None = Non
                 bad.append(sid)
     if bad:
         raise OutputError(f"output cites sentences not in the prompt: {', '.join(bad[:5])}", raw=raw, finish_reason=finish_reason)
-    return result
+    return result.merged()
