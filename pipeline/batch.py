@@ -22,7 +22,7 @@ from pipeline.prompts import Renderer, effective_context, load_template
 from pipeline.settings import Settings
 from storage import repo
 from storage.db import transaction
-from storage.models import Batch, Document
+from storage.models import Batch, Chunk, Document
 
 # Tokens kept free between the template and the chunk: BPE merges at the seam can shift a count.
 SEAM_TOKENS = 8
@@ -93,15 +93,20 @@ def default_batch_name(prefix: str = "batch") -> str:
 
 def ensure_chunks(session: Session, doc: Document, chunker: Chunker) -> int:
     """Chunks of ``doc`` under the current plan, made once; returns how many there are."""
-    existing = repo.chunks_of(session, doc.id, chunker.plan)
-    if existing:
-        return len(existing)
-    sentences = repo.sentences_of(session, doc.id)
-    plans = plan_chunks(
-        [_SentenceView(s.ordinal, s.page_number, s.text) for s in sentences],
-        counter=chunker.counter,
-        budget=chunker.budget,
-    )
+    return len(_ensure_chunks(session, doc, chunker))
+
+
+def _ensure_chunks(
+    session: Session, doc: Document, chunker: Chunker, sentences: Sequence[_SentenceView] | None = None
+) -> list[Chunk]:
+    """The chunks themselves. ``sentences``: the document's, when the caller has just stored
+    them (saves reading them back); only ever given for a document with no chunks yet."""
+    if sentences is None:
+        existing = repo.chunks_of(session, doc.id, chunker.plan)
+        if existing:
+            return existing
+        sentences = [_SentenceView(s.ordinal, s.page_number, s.text) for s in repo.sentences_of(session, doc.id)]
+    plans = plan_chunks(sentences, counter=chunker.counter, budget=chunker.budget)
     rows = [
         {
             "ordinal": p.ordinal,
@@ -115,14 +120,26 @@ def ensure_chunks(session: Session, doc: Document, chunker: Chunker) -> int:
         }
         for p in plans
     ]
-    return len(repo.save_chunks(session, doc.id, chunker.plan, rows))
+    return repo.save_chunks(session, doc.id, chunker.plan, rows)
 
 
 def queue_document(session: Session, doc: Document, chunker: Chunker, *, prompt_version: str, batch_id: int | None) -> int:
     """Map jobs for every chunk of ``doc`` that has none yet (idempotent)."""
-    ensure_chunks(session, doc, chunker)
-    chunks = repo.chunks_of(session, doc.id, chunker.plan)
-    return repo.enqueue(
+    return _queue(session, doc, chunker, prompt_version=prompt_version, batch_id=batch_id)[0]
+
+
+def _queue(
+    session: Session,
+    doc: Document,
+    chunker: Chunker,
+    *,
+    prompt_version: str,
+    batch_id: int | None,
+    sentences: Sequence[_SentenceView] | None = None,
+) -> tuple[int, int]:
+    """``queue_document`` that also says how many chunks the document has: (jobs added, chunks)."""
+    chunks = _ensure_chunks(session, doc, chunker, sentences)
+    added = repo.enqueue(
         session,
         [
             {
@@ -139,6 +156,7 @@ def queue_document(session: Session, doc: Document, chunker: Chunker, *, prompt_
             for c in chunks
         ],
     )
+    return added, len(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +265,9 @@ def _store_one(
                     outcome.document_id = existing.id
                     outcome.pages = existing.page_count
                     if chunker is not None and existing.status == "ok":
-                        queue_document(s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id)
-                        outcome.chunks = len(repo.chunks_of(s, existing.id, chunker.plan))
+                        outcome.chunks = _queue(
+                            s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id
+                        )[1]
                     repo.record_file(
                         s, batch, source=str(path), status="duplicate", reason=outcome.reason,
                         sha256=ex.sha256, pages=existing.page_count, document_id=existing.id,
@@ -268,8 +287,11 @@ def _store_one(
                 )
                 outcome.document_id = doc.id
                 if chunker is not None and doc.status == "ok":
-                    queue_document(s, doc, chunker, prompt_version=settings.prompt_version, batch_id=batch_id)
-                    outcome.chunks = len(repo.chunks_of(s, doc.id, chunker.plan))
+                    # The sentences are in hand: chunk them without reading them back.
+                    views = [_SentenceView(x.ordinal, x.page, x.text) for x in ex.sentences]
+                    outcome.chunks = _queue(
+                        s, doc, chunker, prompt_version=settings.prompt_version, batch_id=batch_id, sentences=views
+                    )[1]
                 repo.record_file(
                     s, batch, source=str(path), status=ex.status, reason=ex.reason,
                     sha256=ex.sha256, pages=len(ex.pages), document_id=doc.id,

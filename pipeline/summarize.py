@@ -20,7 +20,7 @@ from pipeline.prompts import PromptTemplate, Renderer, load_template
 from pipeline.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
 from storage import repo
-from storage.db import transaction
+from storage.db import in_transaction
 from storage.models import Job, utcnow
 
 # Tokens held back when packing reduce inputs by estimate; the exact count is checked later.
@@ -75,8 +75,30 @@ class _Prepared:
     seed: int
 
 
+def fault_point(settings: Settings, name: str) -> None:
+    """Fault injection for the crash tests: die here, hard, when told to (never set in production)."""
+    if settings.fault_injection == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reclaim_dead_leases(s: Session) -> int:
+    """Jobs leased by a process of this host that no longer exists go back to the queue now,
+    not when their lease expires (a crashed run's rerun should not wait an hour)."""
+    import psutil
+
+    host = socket.gethostname()
+    freed = 0
+    for owner in repo.leased_owners(s):
+        name, _, pid = (owner or "").rpartition(":")
+        if name == host and pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            freed += repo.release_owner(s, owner, error=f"worker {owner} died; re-queued")
+    return freed
 
 
 class Summarizer:
@@ -109,7 +131,8 @@ class Summarizer:
     # -- queueing ---------------------------------------------------------------------------
     def queue(self, *, batch: str | None = None, document_ids: Sequence[int] | None = None) -> list[int]:
         """Make chunks and map jobs for every unsummarized document in scope; return their ids."""
-        with transaction(self.factory) as s:
+        def work(s: Session) -> list[int]:
+            reclaim_dead_leases(s)
             batch_id = None
             if batch is not None:
                 row = repo.get_batch(s, batch)
@@ -126,26 +149,32 @@ class Summarizer:
                     pending.append(d.id)
             return pending
 
+        return self._tx(work)
+
     def has_ready_work(self, doc_ids: Sequence[int]) -> bool:
         if not doc_ids:
             return False
-        with transaction(self.factory) as s:
+        def work(s: Session) -> int:
             self._plan_reductions(s, doc_ids)
-            counts = repo.ready_count(s, document_ids=doc_ids, plan=self.chunker.plan, prompt_version=self.pv)
-        return counts > 0
+            return repo.ready_count(s, document_ids=doc_ids, plan=self.chunker.plan, prompt_version=self.pv)
+
+        return self._tx(work) > 0
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, engine, doc_ids: Sequence[int], report: SummarizeReport) -> None:
+        def take(s: Session) -> tuple[list[_Prepared], list[tuple[int, str]]]:
+            self._plan_reductions(s, doc_ids)
+            jobs = repo.lease(
+                s, owner=self.owner, lease_seconds=self.settings.lease_seconds, document_ids=doc_ids,
+                plan=self.chunker.plan, prompt_version=self.pv, count_attempt=True, limit=self.settings.max_wave_prompts,
+            )
+            prepared, rejected = self._prepare(s, jobs)
+            for job_id, reason in rejected:
+                repo.fail_job(s, job_id, error=reason)
+            return prepared, rejected
+
         while True:
-            with transaction(self.factory) as s:
-                self._plan_reductions(s, doc_ids)
-                jobs = repo.lease(
-                    s, owner=self.owner, lease_seconds=self.settings.lease_seconds, document_ids=doc_ids,
-                    plan=self.chunker.plan, prompt_version=self.pv, count_attempt=True,
-                )
-                prepared, rejected = self._prepare(s, jobs)
-                for job_id, reason in rejected:
-                    repo.fail_job(s, job_id, error=reason)
+            prepared, rejected = self._tx(take)
             if not prepared:
                 if rejected:
                     continue
@@ -169,8 +198,7 @@ class Summarizer:
                 requests, on_finished=lambda n, t: self._emit({"event": "progress", "wave": report.waves, "done": n, "total": t})
             )
         except EngineError:
-            with transaction(self.factory) as s:
-                repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued")
+            self._tx(lambda s: repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"))
             raise
         report.prompts += stats.prompts
         report.tokens_in += stats.tokens_in
@@ -180,21 +208,38 @@ class Summarizer:
             try:
                 result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason)
             except OutputError as exc:
-                with transaction(self.factory) as s:
-                    final = repo.retry_or_fail(s, p.job_id, error=exc.message, raw=printable(c.text), max_attempts=self.settings.max_attempts)
+                error, raw = exc.message, printable(c.text)
+                final = self._tx(
+                    lambda s: repo.retry_or_fail(s, p.job_id, error=error, raw=raw, max_attempts=self.settings.max_attempts)
+                )
                 if not final:
                     report.retries += 1
                 continue
-            with transaction(self.factory) as s:
-                job = s.get(Job, p.job_id)
-                if job is None or job.state != "leased" or job.lease_owner != self.owner:
-                    continue  # our lease expired and someone else took it: their result wins
-                job.state, job.result, job.raw_output = "done", result.model_dump(), printable(c.text)
-                job.last_error, job.engine_run_id = None, report.engine_run_id
-                job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
-                s.flush()
-                self._maybe_finish_document(s, job, result, report)
+            done = self._tx(lambda s: self._complete(s, p, c.text, result, report))
+            if done is not None:
+                report.summarized.append(done)
+                self._emit({"event": "document_done", "document_id": done})
         self._emit({"event": "wave_end", "wave": report.waves, "tokens_out": report.tokens_out})
+
+    def _complete(self, s: Session, p: _Prepared, text: str, result: ContractSummary, report: SummarizeReport) -> int | None:
+        """Mark the job done with its result and, if it finishes its document, write the summary —
+        one transaction, so a crash leaves either both or neither. Returns a finished document id."""
+        job = s.get(Job, p.job_id)
+        if job is None or job.state != "leased" or job.lease_owner != self.owner:
+            return None  # our lease expired and someone else took the job: their result wins
+        job.state, job.result, job.raw_output = "done", result.model_dump(), printable(text)
+        job.last_error, job.engine_run_id = None, report.engine_run_id
+        job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
+        s.flush()
+        finished = self._maybe_finish_document(s, job, result, report)
+        fault_point(self.settings, "before-commit")
+        return finished
+
+    def _tx(self, fn):
+        return in_transaction(
+            self.factory, fn, retry_seconds=self.settings.db_retry_seconds,
+            on_retry=lambda exc, n: self._emit({"event": "db_retry", "attempt": n, "error": type(exc).__name__}),
+        )
 
     # -- prompts ----------------------------------------------------------------------------
     def _prepare(self, s: Session, jobs: list[Job]) -> tuple[list[_Prepared], list[tuple[int, str]]]:
@@ -312,7 +357,7 @@ class Summarizer:
         return groups
 
     # -- completion -------------------------------------------------------------------------
-    def _maybe_finish_document(self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport) -> None:
+    def _maybe_finish_document(self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport) -> int | None:
         jobs = repo.jobs_for_document(s, job.document_id, self.pv, self.chunker.plan)
         if job.kind == "map":
             final = sum(1 for j in jobs if j.level == 0) == 1
@@ -320,10 +365,9 @@ class Summarizer:
             below = sum(1 for j in jobs if j.level == job.level - 1)
             final = len(job.inputs or []) == below
         if not final or repo.summary_for(s, job.document_id, self.pv) is not None:
-            return
+            return None
         store_summary(s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id, chunks=sum(1 for j in jobs if j.level == 0))
-        report.summarized.append(job.document_id)
-        self._emit({"event": "document_done", "document_id": job.document_id})
+        return job.document_id
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_progress:
@@ -386,8 +430,8 @@ def summarize(
         from pipeline.engine import Engine
 
         engine = engine_factory() if engine_factory else Engine.from_settings(settings, model_dir)
-    with transaction(factory) as s:
-        run = repo.start_engine_run(
+    report.engine_run_id = runner._tx(
+        lambda s: repo.start_engine_run(
             s,
             model=str(model_dir),
             dtype=str(engine.config["dtype"]),
@@ -397,22 +441,28 @@ def summarize(
             prompt_version=settings.prompt_version,
             device=engine.device,
             config=engine.snapshot(),
-        )
-        report.engine_run_id = run.id
+        ).id
+    )
     status, error = "finished", None
     try:
         runner.run(engine, report.documents, report)
     except EngineError as exc:
         status, error = "failed", str(exc)
         raise
+    except BaseException as exc:  # Ctrl-C, a database that stayed away: the run did not finish
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        with transaction(factory) as s:
-            repo.finish_engine_run(
-                s, report.engine_run_id, status=status, error=error, prompts=report.prompts,
-                tokens_in=report.tokens_in, tokens_out=report.tokens_out, wall_seconds=report.engine_seconds,
+        try:
+            runner._tx(
+                lambda s: repo.finish_engine_run(
+                    s, report.engine_run_id, status=status, error=error, prompts=report.prompts,
+                    tokens_in=report.tokens_in, tokens_out=report.tokens_out, wall_seconds=report.engine_seconds,
+                )
             )
-        if own:
-            engine.shutdown()
+        finally:
+            if own:
+                engine.shutdown()
     _collect_failures(factory, settings, chunker, report)
     report.seconds = time.perf_counter() - t0
     return report

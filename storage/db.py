@@ -113,3 +113,31 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def _transient(exc: BaseException) -> bool:
+    """Faults worth retrying: the server went away or refused us, not a bad statement."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError
+
+    if isinstance(exc, (DisconnectionError, InterfaceError)):
+        return True
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def in_transaction(factory: sessionmaker[Session], fn, *, retry_seconds: float = 120.0, on_retry=None):
+    """Run ``fn(session)`` as one transaction; if the database drops out, roll back and run the
+    whole unit again (tenacity, exponential back-off) for up to ``retry_seconds``."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+    for attempt in Retrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        stop=stop_after_delay(retry_seconds),
+        reraise=True,
+        before_sleep=(lambda rs: on_retry(rs.outcome.exception(), rs.attempt_number)) if on_retry else None,
+    ):
+        with attempt:
+            with transaction(factory) as session:
+                return fn(session)

@@ -525,3 +525,17 @@ def golden_runs(session: Session, *, limit: int = 20) -> list[GoldenRun]:
 
 def golden_results(session: Session, run_id: int) -> list[GoldenResult]:
     return list(session.scalars(select(GoldenResult).where(GoldenResult.run_id == run_id).order_by(GoldenResult.id)))
+
+
+def leased_owners(session: Session) -> list[str]:
+    return list(session.scalars(select(Job.lease_owner).where(Job.state == "leased").distinct()))
+
+
+def release_owner(session: Session, owner: str, *, error: str) -> int:
+    """Give back every job ``owner`` holds (its process is gone)."""
+    res = session.execute(
+        update(Job)
+        .where(Job.state == "leased", Job.lease_owner == owner)
+        .values(state="queued", lease_owner=None, lease_expires_at=None, last_error=error, updated_at=utcnow())
+    )
+    return res.rowcount or 0

@@ -137,3 +137,23 @@ def engine(tiny_model):
     eng = Engine(tiny_model, max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=120, cpu_kvcache_space_gib=2)
     yield eng
     eng.shutdown()
+
+
+# --- Prefect -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect API (its own SQLite database) for every flow test of the run: it
+    takes 10-30 s to start. Prefect reads its settings when first imported, so its home and the
+    offline switches are set before that import."""
+    from flows._prefect import OFFLINE_DEFAULTS
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+        for key, value in OFFLINE_DEFAULTS.items():
+            mp.setenv(key, value)
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=180):
+            yield

@@ -50,7 +50,7 @@ def test_every_corpus_contract_gets_a_summary_whose_citations_resolve(tmp_path, 
     assert not report.failed, report.failed
     assert len(report.summarized) == n_docs
     assert report.waves >= 1 and report.prompts >= n_docs
-    assert _assert_every_citation_resolves(factory) >= 2 * n_docs
+    assert _assert_every_citation_resolves(factory) >= n_docs  # min_clauses=2 (same-type clauses merge)
     with factory() as s:
         run = repo.engine_run(s, report.engine_run_id)
         assert run.status == "finished" and run.tokens_out > 0 and run.tokens_per_second > 0

@@ -59,14 +59,14 @@ def submit(
 
     settings = settings_from(ctx)
     apply_prefect_environment(settings)
-    from flows.serve import Route, route, run_in_process, submit_to_deployment, watch
+    from flows.serve import route, run_in_process, submit_to_deployment, watch
 
     batch = name or default_batch_name()
     # The run may execute in another process and folder: hand it absolute paths.
     absolute = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(Path.cwd() / p) for p in paths]
-    where = Route(None, "--in-process", False) if in_process else route()
+    where = route()
     bar = _Bar(enabled=not as_json)
-    if where.deployment_id is not None:
+    if where.deployment_id is not None and not in_process:
         sub = submit_to_deployment(where.deployment_id, batch, absolute)
         if not as_json:
             _announce(sub, where.reason)
@@ -75,9 +75,14 @@ def submit(
                 sub = watch(sub, bar.update)
     else:
         if not as_json:
-            err_console.print(f"running in this process: {where.reason}", highlight=False)
-        with bar:
-            sub = run_in_process(settings, batch, absolute, bar.event, temporary_server=not where.api_answers and not in_process)
+            err_console.print(f"running in this process: {'--in-process' if in_process else where.reason}", highlight=False)
+        from pipeline.engine import release_shared_engine
+
+        try:
+            with bar:
+                sub = run_in_process(settings, batch, absolute, bar.event, temporary_server=not where.api_answers)
+        finally:
+            release_shared_engine()  # vLLM's processes would keep this one from exiting
         if not as_json:
             _announce(sub, "in-process")
     if as_json:

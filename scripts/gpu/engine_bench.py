@@ -420,6 +420,9 @@ def child_main(args: argparse.Namespace) -> None:
         code = Child(args.child, args).run()
     except BaseException:  # noqa: BLE001 - report everything, then leave
         traceback.print_exc()
+    # the engine's processes inherit this stdout, so the parent cannot wait for EOF: it stops
+    # reading at this line and kills the process group
+    print(f"CHILD-DONE {code}", flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
     # hard exit: vLLM's engine threads can hang interpreter teardown; the parent kills the group
@@ -567,10 +570,13 @@ def parent_main(args: argparse.Namespace) -> int:
                              bufsize=1, start_new_session=True)
         timer = threading.Timer(max(deadline - time.time(), 1) + 10, _kill_group, args=(p,))
         timer.start()
-        got = 0
+        got, rc = 0, None
         try:
             assert p.stdout is not None
             for line in p.stdout:
+                if line.startswith("CHILD-DONE "):
+                    rc = int(line.split()[1])
+                    break
                 if line.startswith("RESULT "):
                     try:
                         results.append(json.loads(line[7:]))
@@ -580,13 +586,14 @@ def parent_main(args: argparse.Namespace) -> int:
                     print(f"  [{name}] {line[7:].rstrip()[:600]}", flush=True)
                 else:
                     print(f"  [{name}] {line.rstrip()[:400]}", flush=True)
-            p.wait()
         finally:
             timer.cancel()
             _kill_group(p)
-        print(f"===== {name}: child rc={p.returncode}, {got} results, {time.time() - t0:.0f} s", flush=True)
-        if p.returncode != 0 and not any(r["config"] == name and "error" in r for r in results):
-            rec = {"config": name, "phase": "child", "error": f"child rc={p.returncode} (killed at the deadline or crashed)"}
+            p.wait()
+        rc = p.returncode if rc is None else rc
+        print(f"===== {name}: child rc={rc}, {got} results, {time.time() - t0:.0f} s", flush=True)
+        if rc != 0 and not any(r["config"] == name and "error" in r for r in results):
+            rec = {"config": name, "phase": "child", "error": f"child rc={rc} (killed at the deadline or crashed)"}
             results.append(rec)
             with open(results_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")

@@ -1,0 +1,352 @@
+"""The Prefect flows, run for real against one temporary Prefect API and the session's engine.
+
+Flow modules are imported inside the tests: Prefect reads its settings on first import, and the
+``prefect_harness`` fixture sets them first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS, TINY_OVERRIDES, make_settings
+
+NDA = CORPUS / "commonpaper-mutual-nda-v1.pdf"
+SHORT_CONTRACT = (
+    "MUTUAL NON-DISCLOSURE AGREEMENT\n"
+    "This Agreement is made between Acme Corp and Beta LLC.\n"
+    "Each party shall keep the other party's Confidential Information secret.\n"
+    "This Agreement is governed by the laws of the State of Delaware.\n"
+    "Either party may terminate this Agreement on thirty days written notice.\n"
+)
+
+
+@pytest.fixture
+def flow_settings(tmp_path, tiny_model, engine, prefect_harness, monkeypatch):
+    """Settings for flows on the tiny model, with the session engine as the process's engine."""
+    import pipeline.engine
+
+    settings = make_settings(tmp_path / "home", **TINY_OVERRIDES, model=tiny_model, dtype="float32")
+    # Restored after the test, so no other test inherits (or shuts down) the session engine.
+    monkeypatch.setattr(pipeline.engine, "_shared", None)
+    pipeline.engine.adopt_engine(engine, settings, tiny_model)
+    return settings
+
+
+@pytest.fixture
+def plain_settings(tmp_path, tiny_model, prefect_harness):
+    """Settings for flows that must fail before any engine work."""
+    return make_settings(tmp_path / "home", **TINY_OVERRIDES, model=tiny_model, dtype="float32")
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _artifacts(flow_run_id) -> dict[str, object]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with _client() as c:
+        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.type: a for a in found}
+
+
+def _run(state):
+    with _client() as c:
+        return c.read_flow_run(state.state_details.flow_run_id)
+
+
+def _task_runs(flow_run_id) -> dict[str, list]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client() as c:
+        runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    out: dict[str, list] = {}
+    for r in runs:
+        out.setdefault(r.name.rsplit("-", 1)[0], []).append(r)
+    return out
+
+
+# --- the batch flow ------------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_batch_with_a_bad_file_summarizes_the_rest_and_fails_with_the_reason_on_the_run(flow_settings, tmp_path):
+    from badfiles import encrypted_pdf
+
+    from flows._prefect import local_run
+    from flows.batch import summarize_batch
+
+    bad = encrypted_pdf(tmp_path, password="secret")
+    with local_run(flow_settings):
+        state = summarize_batch(batch="Q3 vendors", paths=[str(NDA), str(bad)], return_state=True)
+
+    assert state.is_failed()
+    assert bad.name in state.message and "password" in state.message.lower(), state.message
+    run = _run(state)
+    assert run.name == "summarize Q3 vendors"
+    assert {"batch:Q3 vendors", "origin:prefect"} <= set(run.tags)
+
+    artifacts = _artifacts(run.id)
+    table = artifacts["markdown"].data
+    nda_row = next(line for line in table.splitlines() if line.startswith(f"| {NDA.name.replace('-', '-')}"))
+    assert "| summarized |" in nda_row and "(p. " in nda_row, nda_row
+    bad_row = next(line for line in table.splitlines() if line.startswith(f"| {bad.name}"))
+    assert "| failed |" in bad_row and "password" in bad_row.lower(), bad_row
+    assert "output tokens/s" in table
+    assert artifacts["markdown"].key.startswith("batch-report-q3-vendors")
+    assert float(artifacts["progress"].data) == 100.0
+
+    exported = flow_settings.reports_dir / artifacts["markdown"].key.removeprefix("batch-report-") / "report.html"
+    assert exported.is_file() and str(exported) in table
+    doc_statuses = {d["source"]: d["status"] for d in json.loads(exported.with_suffix(".json").read_text())["documents"]}
+    assert doc_statuses == {NDA.name: "summarized", bad.name: "failed"}
+
+
+@pytest.mark.engine
+def test_rerunning_a_batch_flow_resumes_it_and_redoes_no_finished_work(flow_settings, tmp_path):
+    from flows._prefect import local_run
+    from flows.batch import summarize_batch
+    from pipeline.batch import Chunker, ingest_paths
+    from storage import repo
+    from storage.db import open_database
+
+    # A run that stopped after ingest: documents stored and queued, nothing summarized.
+    contract = tmp_path / "short-nda.txt"
+    contract.write_text(SHORT_CONTRACT)
+    factory = open_database(flow_settings.db_url)
+    ingest_paths(factory, flow_settings, [contract], batch_name="resume-me", chunker=Chunker.for_model(flow_settings, flow_settings.model))
+
+    with local_run(flow_settings):
+        first = summarize_batch(batch="resume-me", return_state=True)
+        second = summarize_batch(batch="resume-me", return_state=True)
+
+    assert first.is_completed(), first.message
+    assert second.is_completed(), second.message
+    assert first.result()["summarized"] == 1
+    with factory() as s:
+        counts = repo.counts(s)
+    assert counts["summaries"] == 1 and counts["engine_runs"] == 1, counts
+    assert "no engine work in this run" in _artifacts(_run(second).id)["markdown"].data
+
+
+def test_batch_flow_without_files_for_an_unknown_batch_fails_with_the_reason(plain_settings):
+    from flows._prefect import local_run
+    from flows.batch import summarize_batch
+
+    with local_run(plain_settings):
+        state = summarize_batch(batch="never-made", return_state=True)
+    assert state.is_failed()
+    assert "no batch named 'never-made'" in state.message
+
+
+def test_missing_model_fails_the_run_with_its_reason_and_is_not_retried(plain_settings, tmp_path):
+    from flows._prefect import local_run
+    from flows.batch import summarize_batch
+
+    settings = plain_settings.model_copy(update={"model": tmp_path / "no-such-model"})
+    with local_run(settings):
+        state = summarize_batch(batch="b", paths=[str(NDA)], return_state=True)
+    assert state.is_failed()
+    assert "no-such-model has no config.json" in state.message
+    ingest_runs = _task_runs(state.state_details.flow_run_id)["ingest"]
+    assert [r.run_count for r in ingest_runs] == [1]
+
+
+def test_unreachable_database_is_retried_then_fails_the_run_with_the_reason(plain_settings, monkeypatch):
+    from flows import batch
+    from flows._prefect import local_run
+
+    # Port 9 (discard) refuses at once; the retry delays are cut so the test waits no minutes.
+    monkeypatch.setattr(batch.connect, "retry_delay_seconds", [0, 0])
+    settings = plain_settings.model_copy(update={"database_url": "postgresql+psycopg://nobody@127.0.0.1:9/none"})
+    with local_run(settings):
+        state = batch.summarize_batch(batch="b", paths=[str(NDA)], return_state=True)
+    assert state.is_failed()
+    assert "cannot reach the database" in state.message
+    assert "nobody" not in state.message  # the URL (user, password) never reaches the UI
+    connect_runs = _task_runs(state.state_details.flow_run_id)["connect"]
+    assert [r.run_count for r in connect_runs] == [1 + batch.RETRIES]
+
+
+def test_only_database_and_filesystem_faults_count_as_transient():
+    from sqlalchemy.exc import OperationalError
+
+    from flows.batch import is_transient
+    from pipeline.errors import ConfigError, EngineError, IngestError, StorageError
+
+    def chained(outer: BaseException, inner: BaseException, hide: bool) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException:
+                if hide:
+                    raise outer from None
+                raise outer from inner
+        except BaseException as exc:
+            return exc
+
+    db_down = OperationalError("select 1", {}, ConnectionRefusedError("refused"))
+    transient = [
+        db_down,
+        OSError(28, "No space left on device"),
+        chained(StorageError("cannot reach the database"), db_down, hide=True),
+    ]
+    permanent = [
+        IngestError("x.pdf", "encrypted"),
+        ConfigError("bad settings"),
+        chained(EngineError("vLLM could not start"), OSError("no such file"), hide=False),
+        ValueError("a bug"),
+    ]
+    assert all(is_transient(e) for e in transient)
+    assert not any(is_transient(e) for e in permanent)
+
+
+def test_every_task_retries_only_through_the_transient_check():
+    from flows import batch, nightly
+
+    tasks = [batch.connect, batch.ingest, batch.summarize_documents, batch.write_batch_report, nightly.find_new_files]
+    assert tasks
+    for t in tasks:
+        assert t.retries == batch.RETRIES and t.retry_condition_fn is batch.retry_if_transient, t.name
+        assert t.cache_policy is batch.NO_CACHE, t.name
+
+
+def test_report_table_escapes_hostile_file_names_and_text():
+    from flows.batch import BatchOutcome
+
+    report = {
+        "documents": [
+            {"source": "evil|<script>x</script>.pdf", "status": "failed", "pages": None, "clauses": [],
+             "error": "bad\n| injected | row |"},
+        ]
+    }
+    md = BatchOutcome.from_report("b", report, None, None, Path("/r/report.html"), None).markdown()
+    row = md.splitlines()[6]
+    assert "<script>" not in md
+    assert row.count(" | ") == 4 and "\\|" in row, row
+
+
+# --- nightly -------------------------------------------------------------------------------
+
+
+def test_nightly_batch_is_named_for_the_scheduled_night_in_the_schedule_timezone():
+    from flows.nightly import nightly_batch_name
+    from pipeline.errors import ConfigError
+
+    late = datetime(2025, 3, 1, 23, 30, tzinfo=timezone.utc)
+    assert nightly_batch_name(late, "UTC") == "nightly-2025-03-01"
+    assert nightly_batch_name(late, "Europe/Berlin") == "nightly-2025-03-02"
+    with pytest.raises(ConfigError):
+        nightly_batch_name(late, "Mars/Olympus")
+
+
+def test_inbox_files_whose_content_is_stored_are_not_new(tmp_path):
+    from flows.nightly import new_inbox_files
+    from pipeline.batch import ingest_paths
+    from storage.db import open_database
+
+    settings = make_settings(tmp_path / "home")
+    factory = open_database(settings.db_url)
+    ingest_paths(factory, settings, [NDA], batch_name="earlier")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(NDA, inbox / "renamed-copy.pdf")
+    (inbox / "new.txt").write_text(SHORT_CONTRACT)
+    (inbox / "notes.docx").write_bytes(b"not a supported type")
+
+    assert [p.name for p in new_inbox_files(factory, inbox)] == ["new.txt"]
+
+
+@pytest.mark.engine
+def test_nightly_summarizes_new_inbox_files_once_and_a_rerun_resumes_the_same_batch(flow_settings, tmp_path):
+    from flows._prefect import local_run
+    from flows.nightly import nightly
+    from storage import repo
+    from storage.db import open_database
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "short-nda.txt").write_text(SHORT_CONTRACT)
+    settings = flow_settings.model_copy(update={"inbox": inbox, "timezone": "Europe/Berlin"})
+
+    with local_run(settings):
+        first = nightly(return_state=True)
+        again = nightly(return_state=True)
+
+    assert first.is_completed(), first.message
+    result = first.result()
+    assert result["new_files"] == 1 and result["summarized"] == 1
+    assert result["batch"].startswith("nightly-20")
+    assert _run(first).name == result["batch"]
+    assert again.is_completed() and again.result()["new_files"] == 0
+    factory = open_database(settings.db_url)
+    with factory() as s:
+        assert [b["name"] for b in repo.batches_overview(s)] == [result["batch"]]
+        assert repo.counts(s)["engine_runs"] == 1
+
+
+def test_nightly_without_an_inbox_fails_with_the_reason(plain_settings):
+    from flows._prefect import local_run
+    from flows.nightly import nightly
+
+    with local_run(plain_settings):
+        state = nightly(return_state=True)
+    assert state.is_failed() and "no inbox folder is configured" in state.message
+
+
+# --- deployments, environment, CLI ---------------------------------------------------------
+
+
+def test_deployments_schedule_nightly_in_the_configured_cron_and_timezone(tmp_path):
+    from flows.serve import BATCH_DEPLOYMENT, NIGHTLY_DEPLOYMENT, deployments
+    from pipeline.errors import ConfigError
+
+    settings = make_settings(tmp_path / "home", nightly_cron="30 1 * * 1-5", timezone="Europe/Berlin")
+    by_name = {f"{d.flow_name}/{d.name}": d for d in deployments(settings)}
+    assert set(by_name) == {BATCH_DEPLOYMENT, NIGHTLY_DEPLOYMENT}
+    (sched,) = by_name[NIGHTLY_DEPLOYMENT].schedules
+    assert (sched.schedule.cron, sched.schedule.timezone) == ("30 1 * * 1-5", "Europe/Berlin")
+    assert not by_name[BATCH_DEPLOYMENT].schedules
+    assert by_name[BATCH_DEPLOYMENT].entrypoint == "flows.batch.summarize_batch"
+
+    with pytest.raises(ConfigError, match="invalid nightly schedule"):
+        deployments(make_settings(tmp_path / "home", timezone="Nowhere/Special"))
+
+
+def test_prefect_environment_is_offline_loopback_and_under_contractsum_home(tmp_path):
+    from flows._prefect import prefect_environment
+
+    env = prefect_environment(tmp_path, environ={})
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    assert int(env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 120
+    assert env["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
+    assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
+    kept = prefect_environment(tmp_path, environ={"PREFECT_HOME": "/elsewhere", "DO_NOT_TRACK": "1"})
+    assert "PREFECT_HOME" not in kept and "DO_NOT_TRACK" not in kept
+
+
+def test_submit_without_serve_runs_in_process_and_exits_1_when_the_batch_failed(plain_settings, tmp_path, monkeypatch):
+    from badfiles import empty_file
+    from typer.testing import CliRunner
+
+    from flows._prefect import OFFLINE_DEFAULTS
+    from pipeline.cli.main import app
+
+    for key, value in OFFLINE_DEFAULTS.items():  # set here so the command's defaults leave no trace
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CONTRACTSUM_MODEL", str(plain_settings.model))
+    bad = empty_file(tmp_path)
+    result = CliRunner().invoke(app, ["submit", str(bad), "--name", "cli-batch", "--json"])
+
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "in-process" and out["batch"] == "cli-batch"
+    assert out["state"] == "FAILED" and bad.name in out["message"]
+    assert out["flow_run_name"] == "summarize cli-batch"
+    assert out["url"].endswith(f"/runs/flow-run/{out['flow_run_id']}")
