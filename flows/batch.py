@@ -224,8 +224,12 @@ def _add_tags(tags: list[str]) -> None:
     if ctx is None or ctx.flow_run is None:
         return
     merged = sorted(set(ctx.flow_run.tags) | set(tags))
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(ctx.flow_run.id, tags=merged)
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(ctx.flow_run.id, tags=merged)
+    except Exception as exc:  # tags help people find runs; losing them must not lose the batch
+        get_run_logger().warning("could not tag the flow run: %s", exc)
+        return
     ctx.flow_run.tags = merged
 
 

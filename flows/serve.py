@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from flows.batch import summarize_batch
 from flows.nightly import FLOW_NAME as NIGHTLY_FLOW
 from flows.nightly import nightly
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from pipeline.settings import REPO_ROOT, Settings
 
 BATCH_DEPLOYMENT = f"{BATCH_FLOW}/summarize-batch"
 NIGHTLY_DEPLOYMENT = f"{NIGHTLY_FLOW}/nightly"
@@ -35,31 +36,69 @@ SERVED_WITHIN = timedelta(seconds=60)
 DEFAULT_UI = "http://127.0.0.1:4200"
 
 
-def deployments(settings: Settings) -> list[RunnerDeployment]:
-    """The nightly schedule (cron and timezone from the settings) and the ad-hoc batch deployment."""
-    try:
-        schedule = Cron(settings.nightly_cron, timezone=settings.timezone)
-    except Exception as exc:  # croniter and pydantic word these well; keep only the message
+def _specs(settings: Settings) -> list[tuple[Any, str, dict[str, Any]]]:
+    """(flow, entrypoint, deployment options) of the nightly schedule (cron and timezone from the
+    settings) and the ad-hoc batch deployment."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:  # Cron() accepts anything; the schedule model checks the cron string and the timezone
+        CronSchedule(cron=settings.nightly_cron, timezone=settings.timezone)
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise ConfigError(
-            f"invalid nightly schedule {settings.nightly_cron!r} in {settings.timezone!r}: {exc}",
+            f"invalid nightly schedule {settings.nightly_cron!r} in {settings.timezone!r}: {problems}",
             hint="set nightly_cron to a 5-field cron and timezone to an IANA name",
         ) from None
     return [
-        nightly.to_deployment(
-            name="nightly",
-            schedules=[schedule],
-            paused=False,
-            tags=["contractsum", "nightly"],
-            description="New files from the inbox become tonight's batch, summarized with citations.",
-            entrypoint_type=EntrypointType.MODULE_PATH,
+        (
+            nightly,
+            "flows/nightly.py:nightly",
+            dict(
+                name="nightly",
+                schedules=[Cron(settings.nightly_cron, timezone=settings.timezone)],
+                paused=False,
+                tags=["contractsum", "nightly"],
+                description="New files from the inbox become tonight's batch, summarized with citations.",
+            ),
         ),
-        summarize_batch.to_deployment(
-            name="summarize-batch",
-            tags=["contractsum", "ad-hoc"],
-            description="Ingest the given files into a batch and summarize it (`contractsum submit`).",
-            entrypoint_type=EntrypointType.MODULE_PATH,
+        (
+            summarize_batch,
+            "flows/batch.py:summarize_batch",
+            dict(
+                name="summarize-batch",
+                tags=["contractsum", "ad-hoc"],
+                description="Ingest the given files into a batch and summarize it (`contractsum submit`).",
+            ),
         ),
     ]
+
+
+def deployments(settings: Settings) -> list[RunnerDeployment]:
+    """The deployments `serve` runs itself."""
+    return [f.to_deployment(**kw, entrypoint_type=EntrypointType.MODULE_PATH) for f, _, kw in _specs(settings)]
+
+
+def deploy_to_pool(settings: Settings, pool: str, *, source: Path = REPO_ROOT) -> list[UUID]:
+    """Register the same deployments on a process work pool (created if missing), for
+    `prefect worker start --pool POOL` on each machine. Workers load the flows from ``source``,
+    so every machine needs this checkout at that path, and its own CONTRACTSUM_* environment."""
+    from prefect import Flow
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    require_api()
+    specs = _specs(settings)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    ids = []
+    for _, entrypoint, kw in specs:
+        loaded = Flow.from_source(source=str(source), entrypoint=entrypoint)
+        ids.append(loaded.deploy(**kw, work_pool_name=pool, build=False, push=False, print_next_steps=False))
+    return ids
 
 
 def require_api() -> str:

@@ -132,6 +132,7 @@ class Engine:
         # compile pool may come and go without meaning anything.
         fresh = [p for p in _children() if p.pid not in before]
         self._procs = [p for p in fresh if _is_vllm(p)] or fresh
+        self._reaper = _start_reaper(self._procs)
         self._last_step = time.monotonic()
         self._install_step_heartbeat()
         self.vllm_version = vllm_version()
@@ -273,6 +274,8 @@ class Engine:
                 p.kill()
             except Exception:
                 pass
+        if self._reaper is not None and self._reaper.poll() is None:
+            self._reaper.kill()
         import gc
 
         del self._llm
@@ -350,6 +353,44 @@ class _Watchdog:
         self.thread.join(timeout=5)
         if self.in_main:
             signal.signal(signal.SIGUSR1, self.previous)
+
+
+_REAPER = """
+import os, sys, time, psutil
+parent, targets = int(sys.argv[1]), [tuple(map(float, t.split('@'))) for t in sys.argv[2:]]
+while psutil.pid_exists(parent) and psutil.Process(parent).status() != psutil.STATUS_ZOMBIE:
+    time.sleep(0.5)
+for pid, created in targets:
+    try:
+        p = psutil.Process(int(pid))
+        if abs(p.create_time() - created) < 1:
+            for c in p.children(recursive=True):
+                c.kill()
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _start_reaper(procs):
+    """vLLM's engine processes outlive a SIGKILLed parent (and keep its GPU memory): a small
+    sidecar waits for this process to die and then kills them."""
+    import subprocess
+    import sys
+
+    targets = []
+    for p in procs:
+        try:
+            targets.append(f"{p.pid}@{p.create_time()}")
+        except Exception:
+            continue
+    if not targets:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(os.getpid()), *targets],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        close_fds=True, start_new_session=True,
+    )
 
 
 def _children():

@@ -37,8 +37,8 @@ V1_PARAMS: dict[str, Any] = {
     "max_model_len": 4096,
     "logprobs": 5,
     "max_case_chars": MAX_CASE_CHARS,
-    "summarize_max_tokens": 640,
-    "find_max_tokens": 192,
+    "summarize_max_tokens": 768,
+    "find_max_tokens": 384,
     "limits": {"summary_chars": 300, "finding_chars": 150, "text_chars": 60, "max_parties": 4,
                "max_dates": 3, "max_citations": 4},
     "find_limits": {"summary_chars": 160, "finding_chars": 150, "text_chars": 60, "max_parties": 0,
@@ -398,9 +398,18 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
+_JSON_PUNCTUATION = str.maketrans({ch: " " for ch in '{}[]":,'})
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words, JSON punctuation counted as space: the engine writes compact
+    JSON, where a plain split would make whole fields one word."""
+    return text.translate(_JSON_PUNCTUATION).split()
+
+
 def rouge_l_f(reference: str, candidate: str) -> float:
-    """ROUGE-L F1 over whitespace-separated words; two empty texts agree fully."""
-    r, c = reference.split(), candidate.split()
+    """ROUGE-L F1 over :func:`words`; two empty texts agree fully."""
+    r, c = words(reference), words(candidate)
     if not r and not c:
         return 1.0
     if not r or not c:
@@ -979,26 +988,36 @@ def write_report(outcome: GoldenOutcome, gset: GoldenSet, thresholds: Thresholds
 
 
 def plot_divergence(outcome: GoldenOutcome, path: Path) -> Path:
-    """One bar per case: the agreeing prefix, then the rest of the longer output; the first
-    divergence marked green (near-tie the vLLM rule allows) or red (not)."""
+    """One bar per case: the identical prefix, then the rest of the longer output; the first
+    divergence marked green (a near-tie the vLLM rule allows) or red (not)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     cases = outcome.comparison.per_case
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(cases) + 1.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(cases) + 2.0), dpi=100)
     for y, m in enumerate(cases):
         total = max(m["tokens_baseline"], m["tokens_candidate"], 1)
         div = m["first_divergence"]
-        agree = total if div is None else div
-        ax.barh(y, agree, color="#4c78a8", height=0.6)
+        ax.barh(y, total if div is None else div, color="#4c78a8", height=0.6)
         if div is not None:
             ax.barh(y, total - div, left=div, color="#d3d3d3", height=0.6)
             ax.plot([div], [y], marker="D", color="#2ca02c" if m["logprobs_close"] else "#d62728", markersize=6)
     ax.set_yticks(range(len(cases)), [m["case_id"] for m in cases], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("output tokens (blue: identical prefix; marker: first divergence, green = within top-N, red = not)")
+    ax.set_xlabel("output tokens")
+    ax.legend(
+        handles=[
+            Patch(color="#4c78a8", label="identical prefix"),
+            Patch(color="#d3d3d3", label="after the first divergence"),
+            Line2D([], [], marker="D", color="#2ca02c", linestyle="", label="divergence within top-N (vLLM rule)"),
+            Line2D([], [], marker="D", color="#d62728", linestyle="", label="divergence outside top-N"),
+        ],
+        fontsize=7, loc="lower right",
+    )
     ax.set_title(f"{outcome.verdict} · {outcome.mode} · first divergence per case", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     repetition_penalty: float = Field(
         default=1.0, gt=0, description="vLLM repetition penalty (1.0 = off); small models loop without ~1.2."
     )
+    max_interruptions: int = Field(
+        default=8, ge=1, description="A job whose engine dies or whose worker is killed this often while it runs ends failed."
+    )
     max_attempts: int = Field(default=3, ge=1, description="Tries per job before it ends failed.")
     engine_stall_seconds: float = Field(default=300.0, gt=0, description="Watchdog: no progress this long is an error.")
     lease_seconds: int = Field(default=3600, ge=10, description="How long a worker holds a job before others may take it.")

@@ -245,8 +245,8 @@ class Summarizer:
     def _prepare(self, s: Session, jobs: list[Job]) -> tuple[list[_Prepared], list[tuple[int, str]]]:
         out, rejected = [], []
         for job in jobs:
-            if job.attempts > self.settings.max_attempts:
-                rejected.append((job.id, f"gave up after {job.attempts - 1} attempts that ended without an answer (engine failures)"))
+            if job.interruptions >= self.settings.max_interruptions:
+                rejected.append((job.id, f"gave up: its engine died or its worker was killed {job.interruptions} times while it ran"))
                 continue
             try:
                 if job.kind == "map":

@@ -148,7 +148,8 @@ class Job(Base):
     inputs: Mapped[list[Any] | None] = mapped_column(JSON)  # reduce: ordinals of the level below
     prompt_version: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="queued")  # queued|leased|done|failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # tries that produced an answer (or none yet)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)  # leases lost to a dead engine or worker
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
     last_error: Mapped[str | None] = mapped_column(Text)

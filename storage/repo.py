@@ -228,6 +228,9 @@ def lease(
     jobs = list(session.scalars(q))
     expires = now + timedelta(seconds=lease_seconds)
     for job in jobs:
+        if job.state == "leased":  # its holder vanished without finishing: an interruption, not a try
+            job.interruptions += 1
+            job.attempts = max(job.attempts - 1, 0)
         job.state, job.lease_owner, job.lease_expires_at = "leased", owner, expires
         if count_attempt:
             # Counted at lease time, so a job that kills the engine every time still runs out.
@@ -243,9 +246,18 @@ def release(session: Session, job_ids: Sequence[int], *, owner: str, error: str 
     res = session.execute(
         update(Job)
         .where(Job.id.in_(list(job_ids)), Job.state == "leased", Job.lease_owner == owner)
-        .values(state="queued", lease_owner=None, lease_expires_at=None, last_error=error, updated_at=utcnow())
+        .values(**_interrupted(error))
     )
     return res.rowcount or 0
+
+
+def _interrupted(error: str | None) -> dict[str, Any]:
+    # The try did not end in an answer: it does not count as an attempt, but as an interruption
+    # (a job that kills its engine every time still ends failed, see Summarizer._prepare).
+    return dict(
+        state="queued", lease_owner=None, lease_expires_at=None, last_error=error, updated_at=utcnow(),
+        attempts=Job.attempts - 1, interruptions=Job.interruptions + 1,
+    )
 
 
 def jobs_for_document(session: Session, document_id: int, prompt_version: str, plan: str | None = None) -> list[Job]:
@@ -536,6 +548,6 @@ def release_owner(session: Session, owner: str, *, error: str) -> int:
     res = session.execute(
         update(Job)
         .where(Job.state == "leased", Job.lease_owner == owner)
-        .values(state="queued", lease_owner=None, lease_expires_at=None, last_error=error, updated_at=utcnow())
+        .values(**_interrupted(error))
     )
     return res.rowcount or 0

@@ -56,7 +56,7 @@ def pg_admin():
 
     if not _pg_available():
         pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (start it: see .ci/run)")
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     yield engine
     engine.dispose()
 

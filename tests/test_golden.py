@@ -137,6 +137,9 @@ def test_rouge_l_f_uses_the_longest_common_word_subsequence():
     assert G.rouge_l_f("", "") == 1.0
     assert G.rouge_l_f("a b", "") == 0.0
     assert G.rouge_l_f("a b", "c d") == 0.0
+    # compact JSON still has words: its punctuation separates them
+    assert G.words('{"summary":"a b","ids":["S1","S2"]}') == ["summary", "a", "b", "ids", "S1", "S2"]
+    assert G.rouge_l_f('{"summary":"a b"}', '{"summary":"a c"}') == pytest.approx(2 / 3)
 
 
 def test_answers_are_read_leniently_and_a_truncated_answer_cites_nothing():
@@ -228,8 +231,8 @@ def test_fp8_emulation_puts_linear_weights_on_the_e4m3_grid_and_leaves_the_rest_
         w, q = src[name].float(), out[name].float()
         scale = w.abs().amax(dim=1, keepdim=True) / Q.FP8_E4M3_MAX
         on_grid = q / scale
-        # exactly representable in e4m3: a second round trip changes nothing
-        assert torch.allclose(on_grid.to(torch.float8_e4m3fn).float(), on_grid, rtol=0, atol=1e-6)
+        # representable in e4m3 (up to float32 rounding of the rescale): a second round trip changes nothing
+        assert torch.allclose(on_grid.to(torch.float8_e4m3fn).float(), on_grid, rtol=1e-5, atol=1e-6)
         # e4m3 keeps 3 mantissa bits: rounding moves a normal value by at most 2^-4 of itself,
         # a subnormal one by at most half its spacing (2^-10 of the scale)
         bound = torch.maximum(w.abs() * 2.0**-4, scale * 2.0**-10)

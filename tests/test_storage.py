@@ -108,10 +108,16 @@ def test_expired_lease_returns_job_to_the_queue(factory):
         d = _doc(s, b)
         repo.enqueue(s, [{"key": "k1", "kind": "map", "document_id": d.id, "prompt_version": "v1"}])
     with transaction(factory) as s:
-        assert len(repo.lease(s, owner="dead", lease_seconds=-1)) == 1
+        assert len(repo.lease(s, owner="dead", lease_seconds=-1, count_attempt=True)) == 1
     with transaction(factory) as s:
-        again = repo.lease(s, owner="alive", lease_seconds=60)
+        again = repo.lease(s, owner="alive", lease_seconds=60, count_attempt=True)
         assert [j.lease_owner for j in again] == ["alive"]
+        # the vanished holder's try is an interruption, not an attempt
+        assert (again[0].attempts, again[0].interruptions) == (1, 1)
+        assert repo.release(s, [again[0].id], owner="alive", error="engine died") == 1
+    with factory() as s:
+        job = s.scalar(repo.select(repo.Job))
+        assert (job.state, job.attempts, job.interruptions, job.last_error) == ("queued", 0, 2, "engine died")
 
 
 def test_one_summary_per_document_and_prompt_version(factory):

@@ -15,6 +15,7 @@ from pipeline.cli._common import console, err_console, handle_errors, print_json
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("submit")(submit)
+    app.command("deploy")(deploy)
 
 
 @handle_errors
@@ -37,6 +38,28 @@ def serve(
     from flows.serve import serve_deployments
 
     serve_deployments(settings, limit=limit)
+
+
+@handle_errors
+def deploy(
+    ctx: typer.Context,
+    pool: str = typer.Option(..., "--pool", help="Process work pool to register on (created if missing)."),
+) -> None:
+    """Register the deployments on a work pool, for `prefect worker start --pool POOL` on each GPU node.
+
+    The same two deployments as `serve` (nightly schedule, summarize-batch), but runs go to
+    whichever worker polls the pool. Each node needs this checkout at the same path and its own
+    CONTRACTSUM_* settings (one shared PostgreSQL database_url).
+    """
+    from flows._prefect import apply_prefect_environment
+
+    settings = settings_from(ctx)
+    apply_prefect_environment(settings)
+    from flows.serve import BATCH_DEPLOYMENT, NIGHTLY_DEPLOYMENT, deploy_to_pool
+
+    deploy_to_pool(settings, pool)
+    console.print(f"registered {NIGHTLY_DEPLOYMENT} and {BATCH_DEPLOYMENT} on work pool {pool!r}", highlight=False)
+    console.print(f"on each node: prefect worker start --pool {pool} --limit 1", highlight=False)
 
 
 @handle_errors
@@ -65,7 +88,7 @@ def submit(
     # The run may execute in another process and folder: hand it absolute paths.
     absolute = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(Path.cwd() / p) for p in paths]
     where = route()
-    bar = _Bar(enabled=not as_json)
+    bar = _Bar()  # on stderr, so --json output stays clean
     if where.deployment_id is not None and not in_process:
         sub = submit_to_deployment(where.deployment_id, batch, absolute)
         if not as_json:
@@ -102,12 +125,11 @@ def _announce(sub: Any, how: str) -> None:
 class _Bar:
     """A progress bar on a terminal; elsewhere one line per change, so logs show the run too."""
 
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
         self.tty = err_console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.fields[state]}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=err_console, transient=True, disable=not (enabled and self.tty),
+            TextColumn("{task.description}"), console=err_console, transient=True, disable=not self.tty,
         )
         self.task = None
         self.last_line = ""
@@ -122,7 +144,7 @@ class _Bar:
 
     def update(self, state: str, percent: float | None, text: str | None) -> None:
         self.progress.update(self.task, completed=percent or 0, description=text or "", state=state)
-        if self.enabled and not self.tty:
+        if not self.tty:
             line = f"{state} {percent or 0:.0f}% {text or ''}".rstrip()
             if line != self.last_line:
                 err_console.print(line, highlight=False)

@@ -3,7 +3,7 @@ engine runs and golden runs, in one revision because nothing shipped before it.
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 16:35:08.163979
+Create Date: 2026-11-27 17:23:27.724696
 """
 from alembic import op
 import sqlalchemy as sa
@@ -188,6 +188,7 @@ def upgrade() -> None:
     sa.Column('prompt_version', sa.String(length=32), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('interruptions', sa.Integer(), nullable=False),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),

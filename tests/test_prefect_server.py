@@ -1,0 +1,222 @@
+"""The whole operating story for real: `prefect server start`, `contractsum serve`, then
+`contractsum submit --wait`, checked through the Prefect API and in the Prefect UI with Chromium.
+
+One module fixture pays for the server start and the one engine start (inside the served run's
+process), and both tests read what that one run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from conftest import CORPUS, REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+NDA = CORPUS / "commonpaper-mutual-nda-v1.pdf"
+BATCH = "served-nda"
+SCREENSHOTS = REPO / "test-output"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-sync", "--disable-quic", "--window-size=1400,1000",
+    # The UI is a single-page app: let its API calls and rendering finish before the dump.
+    "--virtual-time-budget=20000",
+]
+
+
+@dataclass
+class Served:
+    api: str
+    ui: str
+    home: Path
+    submit: subprocess.CompletedProcess
+    logs: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    # Own session, so teardown can stop the command together with the processes it started.
+    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen], logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                pytest.fail(f"{' '.join(map(str, p.args[:3]))} exited ({p.returncode}) while waiting for {what}; logs in {logs}")
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; logs in {logs}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("served")
+    port = _free_port()
+    api, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONTRACTSUM_", "PREFECT_"))}
+    base.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    )
+    server_env = {
+        **base,
+        "PREFECT_HOME": str(root / "server-prefect"),
+        "PREFECT_SERVER_UI_API_URL": api,
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    }
+    client_env = {
+        **base,
+        "PREFECT_API_URL": api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # serve notices the submitted run within 2 s
+        "CONTRACTSUM_HOME": str(root / "home"),
+        "CONTRACTSUM_MODEL": str(tiny_model),
+        "CONTRACTSUM_DTYPE": "float32",
+        "CONTRACTSUM_CPU_KVCACHE_SPACE_GIB": "2",
+        "CONTRACTSUM_MIN_CLAUSES": "2",
+        "CONTRACTSUM_SUMMARY_MAX_CHARS": "60",
+        "CONTRACTSUM_FINDING_MAX_CHARS": "40",
+        "CONTRACTSUM_MAX_OUTPUT_TOKENS": "512",
+        "CONTRACTSUM_TIMEZONE": "Europe/Berlin",
+        "CONTRACTSUM_NIGHTLY_CRON": "15 3 * * *",
+    }
+    server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, root / "server.log")
+    procs = [server]
+    try:
+        _wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, 180, procs, root)
+        serve = _start([str(BIN / "contractsum"), "serve"], client_env, root / "serve.log")
+        procs.append(serve)
+
+        def ready() -> bool:
+            r = httpx.get(f"{api}/deployments/name/summarize-batch/summarize-batch", timeout=5)
+            return r.status_code == 200 and r.json()["status"] == "READY"
+
+        _wait_for("`contractsum serve` to poll its deployments", ready, 120, procs, root)
+        submit = subprocess.run(
+            [str(BIN / "contractsum"), "submit", str(NDA), "--name", BATCH, "--wait", "--json"],
+            env=client_env, capture_output=True, text=True, timeout=420,
+        )
+        (root / "submit.log").write_text(submit.stdout + "\n--- stderr ---\n" + submit.stderr)
+        yield Served(api=api, ui=ui, home=root / "home", submit=submit, logs=root)
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+def _submitted(served: Served) -> dict:
+    assert served.submit.returncode == 0, f"submit failed; logs in {served.logs}:\n{served.submit.stderr[-3000:]}"
+    return json.loads(served.submit.stdout)
+
+
+def _artifacts(served: Served, flow_run_id: str) -> dict[str, dict]:
+    r = httpx.post(f"{served.api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=10)
+    r.raise_for_status()
+    return {a["type"]: a for a in r.json()}
+
+
+def test_submit_with_serve_running_goes_through_the_deployment_and_leaves_its_story_in_the_api(served):
+    out = _submitted(served)
+    assert out["mode"] == "deployment" and out["state"] == "COMPLETED", out
+    assert out["url"] == f"{served.ui}/runs/flow-run/{out['flow_run_id']}"
+    # --wait followed the run: progress lines on stderr (a bar on a terminal), ending at 100 %.
+    progress = served.submit.stderr
+    assert re.search(r"^Running \d+%", progress, re.M) and re.search(r"^Completed 100% ", progress, re.M), progress[-2000:]
+
+    run = httpx.get(f"{served.api}/flow_runs/{out['flow_run_id']}", timeout=10).json()
+    deployment = httpx.get(f"{served.api}/deployments/name/summarize-batch/summarize-batch", timeout=10).json()
+    assert run["state_type"] == "COMPLETED" and run["name"] == f"summarize {BATCH}"
+    assert run["deployment_id"] == deployment["id"]
+    assert {"contractsum", "ad-hoc", f"batch:{BATCH}"} <= set(run["tags"])
+
+    artifacts = _artifacts(served, out["flow_run_id"])
+    report = artifacts["markdown"]
+    assert report["key"] == f"batch-report-{BATCH}"
+    row = next(line for line in report["data"].splitlines() if line.startswith(f"| {NDA.name} "))
+    assert "| summarized |" in row and "(p. " in row, row
+    assert re.search(r"Throughput: [0-9.]+ output tokens/s", report["data"])
+    assert float(artifacts["progress"]["data"]) == 100.0
+    assert (served.home / "reports" / BATCH / "report.html").is_file()
+
+
+
+def test_nightly_schedule_puts_runs_on_the_calendar_at_the_configured_local_time(served):
+    nightly = httpx.get(f"{served.api}/deployments/name/nightly/nightly", timeout=10).json()
+    (schedule,) = nightly["schedules"]
+    assert schedule["active"] and schedule["schedule"]["cron"] == "15 3 * * *"
+    assert schedule["schedule"]["timezone"] == "Europe/Berlin"
+
+    # The server's scheduler (every 5 s here) must turn the schedule into scheduled runs.
+    query = {"flow_runs": {"deployment_id": {"any_": [nightly["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}
+    deadline, runs = time.monotonic() + 60, []
+    while not runs and time.monotonic() < deadline:
+        runs = httpx.post(f"{served.api}/flow_runs/filter", json=query, timeout=10).json()
+        time.sleep(0 if runs else 2)
+    assert runs, f"the nightly schedule produced no scheduled runs; see {served.logs / 'server.log'}"
+    berlin = ZoneInfo("Europe/Berlin")
+    local = {datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")).astimezone(berlin) for r in runs}
+    assert all((t.hour, t.minute) == (3, 15) for t in local), sorted(local)
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_prefect_ui_shows_the_run_completed_with_its_report_artifact(served, tmp_path):
+    out = _submitted(served)
+    run_page = f"{served.ui}/runs/flow-run/{out['flow_run_id']}"
+    artifact_id = _artifacts(served, out["flow_run_id"])["markdown"]["id"]
+    artifact_page = f"{served.ui}/artifacts/artifact/{artifact_id}"
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    dom = _chromium(["--dump-dom", run_page], tmp_path / "profile-1").stdout
+    assert f"summarize {BATCH}" in dom
+    assert re.search(r'class="[^"]*state-badge state--completed"[^>]*>.*?<span>Completed</span>', dom, re.S), dom[:2000]
+
+    dom = _chromium(["--dump-dom", artifact_page], tmp_path / "profile-2").stdout
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+    assert f"Batch {BATCH}" in text and "1 of 1 documents summarized" in text, text[:2000]
+    assert re.search(rf"{re.escape(NDA.name)} summarized 4 ", text), text[:2000]
+
+    for name, page in (("prefect-flow-run.png", run_page), ("prefect-report-artifact.png", artifact_page)):
+        _chromium([f"--screenshot={SCREENSHOTS / name}", page], tmp_path / f"profile-{name}")
+        assert (SCREENSHOTS / name).stat().st_size > 10_000, f"{name} looks empty"
