@@ -10,6 +10,7 @@ they are used.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import math
 import re
@@ -201,7 +202,6 @@ def build_golden_set(
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / "cases").glob("*.json"):
         stale.unlink()
-    import hashlib
     import pypdf
 
     built_from = {
@@ -421,6 +421,7 @@ def rouge_l_f(reference: str, candidate: str) -> float:
     return 2 * p * rec / (p + rec)
 
 
+# pipeline.schema.SENTENCE_ID, repeated so this module loads without pydantic (scripts/gpu).
 _SENTENCE_ID = re.compile(r"^S([1-9][0-9]*)$")
 
 

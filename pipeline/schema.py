@@ -55,8 +55,8 @@ class ContractSummary(Strict):
     clauses: list[ClauseFinding] = Field(default_factory=list)
 
     def merged(self) -> "ContractSummary":
-        """One finding per clause type (the first), citations united in order without repeats;
-        the schema cannot express "unique by type" for the constrained decoder."""
+        """One finding per clause type (the first), citations united in order, parties and dates
+        without repeats: the constrained decoder cannot be told "unique"."""
         by_type: dict[str, ClauseFinding] = {}
         for c in self.clauses:
             if c.type in by_type:
@@ -64,7 +64,10 @@ class ContractSummary(Strict):
                 cur.citations.extend(x for x in c.citations if x not in cur.citations)
             else:
                 by_type[c.type] = ClauseFinding(type=c.type, finding=c.finding, citations=list(dict.fromkeys(c.citations)))
-        return self.model_copy(update={"clauses": list(by_type.values())})
+        dates = list({(d.label, d.date): d for d in self.dates}.values())
+        return self.model_copy(
+            update={"clauses": list(by_type.values()), "parties": list(dict.fromkeys(self.parties)), "dates": dates}
+        )
 
     def cited_ordinals(self) -> set[int]:
         return {sentence_ordinal(c) for cl in self.clauses for c in cl.citations}

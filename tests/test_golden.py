@@ -71,7 +71,7 @@ def test_rebuilding_the_set_from_the_corpus_gives_the_committed_cases(gset, tmp_
     for new, old in zip(rebuilt.cases, gset.cases):
         assert new.expected == old.expected and new.pages == old.pages and new.max_tokens == old.max_tokens
         assert [(s.ordinal, s.page) for s in new.sentences] == [(s.ordinal, s.page) for s in old.sentences]
-    again = G.build_golden_set(tmp_path / "again", corpus_dir=CORPUS)
+    G.build_golden_set(tmp_path / "again", corpus_dir=CORPUS)
     first = sorted(p.relative_to(tmp_path / "v1") for p in (tmp_path / "v1").rglob("*.json"))
     assert first and first == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*.json"))
     for rel in first:
@@ -255,6 +255,7 @@ def test_weight_noise_has_the_asked_relative_scale_and_is_reproducible_by_seed(t
     for f in weights:
         assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
         assert f.read_bytes() != (tmp_path / "c" / f.name).read_bytes()
+    assert b.relative_error == a.relative_error
     assert c.tensors_changed == a.tensors_changed > 0
 
 
@@ -417,3 +418,35 @@ def test_cli_on_a_fresh_engine_reproduces_the_saved_baseline_and_stores_the_run(
     assert run.verdict == "PASS" and run.baseline["mode"] == "saved" and run.candidate["engine"]["dtype"] == "float32"
     assert len(results) == data["aggregates"]["cases"] and all(r.baseline_output for r in results)
     assert Path(run.report_path).read_text().startswith("# Golden check: PASS")
+
+
+# --- the flow and the GPU script ---------------------------------------------------------------
+
+
+def test_the_flow_defaults_to_the_same_sides_as_the_cli():
+    import inspect
+
+    from flows.golden import FLOW_NAME, golden_check
+    from pipeline.cli.golden import golden
+
+    assert golden_check.name == FLOW_NAME == "golden-check"
+    flow_params = inspect.signature(golden_check.fn).parameters
+    cli_params = inspect.signature(golden).parameters
+    for name in ("baseline", "candidate"):
+        assert flow_params[name].default == cli_params[name].default.default
+
+
+def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_model(tmp_path):
+    """The GPU check script, shrunk to run here (torch's CPU build has FP8 _scaled_mm too)."""
+    result = subprocess.run(
+        [sys.executable, "scripts/gpu/golden_gpu.py", "--shape", "tiny", "--layers", "2", "--cases", "2",
+         "--max-new-tokens", "8", "--device", "cpu", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "golden_gpu.json").read_text())
+    assert set(data["comparisons"]) == {"bf16 -> emulated-fp8", "bf16 -> real-fp8", "emulated-fp8 -> real-fp8"}
+    assert data["info"]["real-fp8_linear_changed"] == data["info"]["emulated-fp8_linear_changed"] == 14
+    for comparison in data["comparisons"].values():
+        assert comparison["verdict"] in ("PASS", "FAIL")
+        assert len(comparison["cases"]) == 2

@@ -49,11 +49,13 @@ def test_extra_fields_and_length_stops_are_errors_with_raw_kept():
 def test_repeated_clause_types_merge_and_control_characters_are_dropped():
     raw = _answer(
         summary="a\x00b",
+        parties=["A", "B", "A"],
+        dates=[{"label": "effective", "date": "2024"}] * 3,
         clauses=[
             {"type": "termination", "finding": "f1", "citations": ["S1", "S1"]},
             {"type": "termination", "finding": "f2", "citations": ["S2"]},
         ],
     )
     out = parse_output(raw, {1, 2})
-    assert out.summary == "ab"
+    assert out.summary == "ab" and out.parties == ["A", "B"] and len(out.dates) == 1
     assert [(c.type, c.finding, c.citations) for c in out.clauses] == [("termination", "f1", ["S1", "S2"])]

@@ -29,9 +29,9 @@ def golden(
 ) -> None:
     """Run the golden prompts on a baseline and a candidate engine and judge the drift.
 
-    Greedy decoding with top-5 logprobs, one engine at a time. Exit 0 on PASS, 1 on FAIL,
-    2 for usage errors. The run and every case are stored; the report (Markdown + PNG) is written
-    under the report folder.
+    Greedy, top-5 logprobs, one engine at a time; the run, every case and a report (Markdown + PNG) are kept.
+
+    Exit 0 on PASS, 1 on FAIL, 2 for usage errors.
     """
     from pipeline.golden import build_golden_set, golden_dir, run_golden
 
@@ -89,9 +89,9 @@ def quantize_emulate(
 ) -> None:
     """Write a checkpoint whose Linear weights went through FP8 (e4m3) and back.
 
-    On hardware without FP8 kernels the golden check runs its fp8 candidate on this checkpoint: the
-    weights carry exactly FP8's rounding error (activations stay in the engine's dtype).
-    Embeddings, norms and lm_head are copied unchanged, as vLLM's fp8 leaves them.
+    Where no FP8 kernels exist, the golden check's fp8 candidate runs on it: the weights carry exactly FP8's rounding error.
+
+    Embeddings, norms and lm_head are copied unchanged, as vLLM's fp8 leaves them; activations stay in the engine's dtype.
     """
     from pipeline import quantize
 
