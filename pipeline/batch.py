@@ -13,7 +13,7 @@ from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import ingest
@@ -191,12 +191,18 @@ def ingest_paths(
         batch_id = repo.get_or_create_batch(s, name, origin=origin).id
     report = IngestReport(batch=name, batch_id=batch_id)
     for given, reason in problems:
-        report.problems.append(FileOutcome(source=str(given), status="failed", reason=reason, path=str(given)))
+        shown = display_name(str(given))
+        report.problems.append(FileOutcome(source=shown, status="failed", reason=reason, path=shown))
     if on_start:
         on_start(len(files))
     extract = partial(ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes)
     for path, ex in _extractions(files, extract, workers):
-        outcome = _store_one(factory, settings, batch_id, path, ex, chunker=chunker)
+        try:
+            outcome = _store_one(factory, settings, batch_id, path, ex, chunker=chunker)
+        except OperationalError:
+            raise  # the database went away: the caller (a flow task) retries the batch
+        except Exception as exc:  # a bug or an unforeseen file must not stop the rest of the batch
+            outcome = _record_internal_error(factory, batch_id, path, ex, exc)
         report.files.append(outcome)
         if on_file:
             on_file(outcome)
@@ -240,6 +246,19 @@ def _extractions(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def display_name(name: str) -> str:
+    """A file name safe to store and print: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _record_internal_error(factory, batch_id: int, path: Path, ex: ingest.Extraction, exc: Exception) -> FileOutcome:
+    where = display_name(str(path))
+    reason = f"internal error while storing: {type(exc).__name__}: {display_name(str(exc))[:300]}"
+    with transaction(factory) as s:
+        repo.record_file(s, s.get(Batch, batch_id), source=where, status="failed", reason=reason, sha256=ex.sha256)
+    return FileOutcome(source=display_name(ex.source), status="failed", reason=reason, sha256=ex.sha256, path=where)
+
+
 def _store_one(
     factory: sessionmaker[Session],
     settings: Settings,
@@ -249,14 +268,14 @@ def _store_one(
     *,
     chunker: Chunker | None,
 ) -> FileOutcome:
-    source = ex.source
-    outcome = FileOutcome(source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=str(path))
+    source, where = display_name(ex.source), display_name(str(path))
+    outcome = FileOutcome(source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=where)
     for attempt in range(2):
         try:
             with transaction(factory) as s:
                 batch = s.get(Batch, batch_id)
                 if ex.status == "failed" or ex.sha256 is None:
-                    repo.record_file(s, batch, source=str(path), status="failed", reason=ex.reason, sha256=ex.sha256)
+                    repo.record_file(s, batch, source=where, status="failed", reason=ex.reason, sha256=ex.sha256)
                     return outcome
                 existing = repo.document_by_sha(s, ex.sha256)
                 if existing is not None:
@@ -269,7 +288,7 @@ def _store_one(
                             s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id
                         )[1]
                     repo.record_file(
-                        s, batch, source=str(path), status="duplicate", reason=outcome.reason,
+                        s, batch, source=where, status="duplicate", reason=outcome.reason,
                         sha256=ex.sha256, pages=existing.page_count, document_id=existing.id,
                     )
                     return outcome
@@ -278,7 +297,7 @@ def _store_one(
                     batch,
                     sha256=ex.sha256,
                     source=source,
-                    source_path=str(path),
+                    source_path=where,
                     kind=ex.kind,
                     size_bytes=ex.size_bytes,
                     status=ex.status,
@@ -293,7 +312,7 @@ def _store_one(
                         s, doc, chunker, prompt_version=settings.prompt_version, batch_id=batch_id, sentences=views
                     )[1]
                 repo.record_file(
-                    s, batch, source=str(path), status=ex.status, reason=ex.reason,
+                    s, batch, source=where, status=ex.status, reason=ex.reason,
                     sha256=ex.sha256, pages=len(ex.pages), document_id=doc.id,
                 )
                 return outcome

@@ -999,7 +999,8 @@ def plot_divergence(outcome: GoldenOutcome, path: Path) -> Path:
     from matplotlib.patches import Patch
 
     cases = outcome.comparison.per_case
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(cases) + 2.0), dpi=100)
+    height = 0.32 * len(cases) + 2.0
+    fig, ax = plt.subplots(figsize=(10, height), dpi=100)
     for y, m in enumerate(cases):
         total = max(m["tokens_baseline"], m["tokens_candidate"], 1)
         div = m["first_divergence"]
@@ -1010,17 +1011,17 @@ def plot_divergence(outcome: GoldenOutcome, path: Path) -> Path:
     ax.set_yticks(range(len(cases)), [m["case_id"] for m in cases], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("output tokens")
-    ax.legend(
+    fig.legend(
         handles=[
             Patch(color="#4c78a8", label="identical prefix"),
             Patch(color="#d3d3d3", label="after the first divergence"),
             Line2D([], [], marker="D", color="#2ca02c", linestyle="", label="divergence within top-N (vLLM rule)"),
             Line2D([], [], marker="D", color="#d62728", linestyle="", label="divergence outside top-N"),
         ],
-        fontsize=7, loc="lower right",
+        fontsize=7, loc="lower center", ncol=4, frameon=False,
     )
     ax.set_title(f"{outcome.verdict} · {outcome.mode} · first divergence per case", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))  # room for the legend below the axes
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -101,8 +101,13 @@ def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, s
             found = _walk(path)
             if not found:
                 problems.append((text, f"folder has no {_expected()} files"))
+            root = path.resolve()
             for f in found:
-                add(f)
+                # An inbox is a trust boundary: a link inside it must not pull in files from elsewhere.
+                if f.is_symlink() and not f.resolve().is_relative_to(root):
+                    problems.append((str(f), f"symlink points outside {path}: refused"))
+                else:
+                    add(f)
         elif path.exists():
             if _supported(path):
                 add(path)

@@ -74,7 +74,7 @@ def _print_outcome(outcome) -> None:
         value = "–" if r["value"] is None else f"{r['value']:.4f}"
         table.add_row(r["metric"], value, f"{r['op']} {r['limit']:g}", "ok" if r["ok"] else "[red]FAIL[/]")
     console.print(table)
-    console.print(f"report: {outcome.report_path}", highlight=False)
+    console.print(f"report: {outcome.report_path}", highlight=False, soft_wrap=True)
 
 
 @handle_errors
