@@ -18,8 +18,10 @@ def test_two_workers_on_postgres_split_the_queue_without_doing_any_job_twice(tmp
     url = make_pg_database(pg_admin)
     try:
         upgrade(make_engine(url))
+        # trust authentication ignores the password; it is there to prove it is never printed
+        secret_url = url.replace("postgresql+psycopg://postgres@", "postgresql+psycopg://postgres:Sw0rdfish-secret@")
         env = env_for(
-            tmp_path / "home", tiny_model, CONTRACTSUM_DATABASE_URL=url,
+            tmp_path / "home", tiny_model, CONTRACTSUM_DATABASE_URL=secret_url,
             # medium answers and small waves: both workers are still busy when the second arrives
             CONTRACTSUM_SUMMARY_MAX_CHARS="1500", CONTRACTSUM_FINDING_MAX_CHARS="600",
             CONTRACTSUM_MAX_OUTPUT_TOKENS="2048", CONTRACTSUM_MAX_WAVE_PROMPTS="3",
@@ -31,6 +33,7 @@ def test_two_workers_on_postgres_split_the_queue_without_doing_any_job_twice(tmp
         out_b, err_b = b.communicate(timeout=1200)
         assert a.returncode == 0, err_a[-2000:]
         assert b.returncode == 0, err_b[-2000:]
+        assert "Sw0rdfish-secret" not in out_a + err_a + out_b + err_b
         factory = open_database(url)
         with factory() as s:
             jobs = s.scalar(select(func.count()).select_from(Job))
