@@ -23,6 +23,7 @@ vLLM spawns its engine process, so this must run as a script (``__main__`` guard
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -142,12 +143,27 @@ def _fresh_db(root: Path, model: Path, files: list[Path], n: int, overrides: dic
     return settings, factory
 
 
-def _ours(engine, recorder: _Recorder, root: Path, model: Path, files: list[Path], n: int, overrides) -> dict[str, Any]:
+def _poke(llm) -> None:
+    """A one-token request, so every timed run starts from the same state: an engine that has
+    just been busy (a first version without it saw the run after an idle spell up to 15% slower)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm.generate([TokensPrompt(prompt_token_ids=[1, 2, 3, 4])], SamplingParams(max_tokens=1), use_tqdm=False)
+
+
+def _prepare_run(llm) -> None:
+    gc.collect()
+    _poke(llm)
+    llm.reset_prefix_cache()
+
+
+def _ours(engine, recorder: _Recorder, settings, factory) -> dict[str, Any]:
+    """One timed ``summarize`` on a freshly ingested database."""
     from pipeline.summarize import summarize
 
-    settings, factory = _fresh_db(root, model, files, n, overrides)
     recorder.reset()
-    engine.llm.reset_prefix_cache()
+    _prepare_run(engine.llm)
     c0, t0 = cpu_now(), time.perf_counter()
     report = summarize(factory, settings, engine=engine)
     wall, cpu = time.perf_counter() - t0, cpu_now() - c0
@@ -169,28 +185,28 @@ def _ours(engine, recorder: _Recorder, root: Path, model: Path, files: list[Path
     }
 
 
-def _median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-def _profile_ours(engine, recorder, root: Path, model: Path, files: list[Path], n: int, top: int = 15) -> dict[str, Any]:
+def _profile_ours(engine, recorder, settings, factory, top: int = 15) -> dict[str, Any]:
     """Where our summarize spends the time the engine does not: one run under cProfile, our
-    functions by cumulative time, and the engine's share."""
+    functions by cumulative time (the engine's waves included where they nest)."""
     import cProfile
     import pstats
 
     prof = cProfile.Profile()
     prof.enable()
-    o = _ours(engine, recorder, root, model, files, n, TINY_OVERRIDES)
+    o = _ours(engine, recorder, settings, factory)
     prof.disable()
     st = pstats.Stats(prof)
     ours = []
-    for (file, line, func), (_cc, nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        if ("/pipeline/" in file or "/storage/" in file) and "engine.py" not in file:
+    for (file, _line, func), (_cc, nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if "/pipeline/" in file or "/storage/" in file:
             ours.append((round(ct, 4), nc, f"{Path(file).name}:{func}"))
     ours.sort(reverse=True)
     return {"wall": o["wall"], "waves_seconds": o["waves_seconds"], "outside_waves": o["wall"] - o["waves_seconds"],
             "top_cumulative_s_calls_name": ours[:top]}
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
 
 
 def run(
@@ -212,7 +228,7 @@ def run(
     rounds: list[dict[str, Any]] = []
     try:
         # Warm-up: grammar compilation, kernels, allocator; the same prompts as every measured round.
-        warm = _ours(engine, recorder, root, model, files, 0, TINY_OVERRIDES)
+        warm = _ours(engine, recorder, *_fresh_db(root, model, files, 0, TINY_OVERRIDES))
         detail["warmup_seconds"] = warm["wall"]
         waves = warm["captured"]
         # Prefix caching is compared on the greedy (first-attempt) prompts only: a seeded sampled
@@ -226,25 +242,25 @@ def run(
             bare_replay(off.llm, greedy)  # its warm-up
         for i in range(repeat):
             r: dict[str, Any] = {}
+            db = _fresh_db(root, model, files, i + 1, TINY_OVERRIDES)  # before the round: not timed
 
             def bare() -> None:
-                engine.llm.reset_prefix_cache()
+                _prepare_run(engine.llm)
                 r["bare_wall"], r["bare_cpu"], r["bare_texts"], _ = bare_replay(engine.llm, waves)
 
             def ours() -> None:
-                o = _ours(engine, recorder, root, model, files, i + 1, TINY_OVERRIDES)
-                r.update(o)
+                r.update(_ours(engine, recorder, *db))
 
             for step in ((ours, bare) if i % 2 == 0 else (bare, ours)):
                 step()
             if r["captured"] != waves:  # Request dataclasses: token ids, schema, sampling settings
                 raise AssertionError("our run built different requests than the warm-up: the replay would not be identical")
-            engine.llm.reset_prefix_cache()
+            _prepare_run(engine.llm)
             r["naive_wall"], r["naive_cpu"] = naive_loop(engine.llm, waves)
             if off is not None:
                 pair = [("on", engine.llm), ("off", off.llm)]
                 for name, llm in (pair if i % 2 == 0 else pair[::-1]):
-                    llm.reset_prefix_cache()
+                    _prepare_run(llm)
                     r[f"{name}_wall"], r[f"{name}_cpu"], _, _ = bare_replay(llm, greedy)
             flat_o = [t for w in r.pop("texts") for t in w]
             flat_b = [t for w in r.pop("bare_texts") for t in w]
@@ -258,7 +274,7 @@ def run(
                 file=sys.stderr, flush=True,
             )
         if profile:
-            detail["profile"] = _profile_ours(engine, recorder, root, model, files, repeat + 1)
+            detail["profile"] = _profile_ours(engine, recorder, *_fresh_db(root, model, files, repeat + 1, TINY_OVERRIDES))
     finally:
         recorder.detach()
         engine.shutdown()

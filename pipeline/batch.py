@@ -87,6 +87,18 @@ class Chunker:
         return cls(counter=counter, budget=budget, plan=plan_key(counter.name, budget), context=context, model_dir=model_dir)
 
 
+def resolve_batch(session: Session, name: str | None) -> int | None:
+    """The id of batch ``name`` (None for "every batch"); an unknown name is a usage error."""
+    if name is None:
+        return None
+    row = repo.get_batch(session, name)
+    if row is None:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"no batch named {name!r}", hint="see `contractsum status`")
+    return row.id
+
+
 def default_batch_name(prefix: str = "batch") -> str:
     return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
 

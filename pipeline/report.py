@@ -7,19 +7,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.batch import resolve_batch
 from storage import repo
 
 
 def status_report(factory: sessionmaker[Session], *, batch: str | None = None) -> dict[str, Any]:
     with factory() as s:
-        batch_row = repo.get_batch(s, batch) if batch else None
-        if batch and batch_row is None:
-            from pipeline.errors import ConfigError
-
-            raise ConfigError(f"no batch named {batch!r}")
+        batch_id = resolve_batch(s, batch)
         return {
             "totals": repo.counts(s),
-            "jobs": repo.job_counts(s, batch_id=batch_row.id if batch_row else None),
+            "jobs": repo.job_counts(s, batch_id=batch_id),
             "batches": repo.batches_overview(s, name=batch),
         }
 
@@ -77,15 +74,8 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
 
 def build_report(factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None) -> dict[str, Any]:
     """The export report: every document (of ``batch``), plus the batch's files that failed ingest."""
-    from pipeline.errors import ConfigError
-
     with factory() as s:
-        batch_id = None
-        if batch is not None:
-            row = repo.get_batch(s, batch)
-            if row is None:
-                raise ConfigError(f"no batch named {batch!r}", hint="see `contractsum status`")
-            batch_id = row.id
+        batch_id = resolve_batch(s, batch)
         docs = repo.documents(s, batch_id=batch_id, statuses=("ok", "needs_ocr"))
         entries = [document_entry(s, d, prompt_version) for d in docs]
         if batch_id is not None:

@@ -6,21 +6,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import OutputError
 
-CLAUSE_TYPES: tuple[str, ...] = (
-    "indemnification",
-    "limitation_of_liability",
-    "termination",
-    "governing_law",
-    "confidentiality",
-    "assignment",
-    "payment_terms",
-)
 ClauseType = Literal[
     "indemnification",
     "limitation_of_liability",
@@ -30,6 +21,7 @@ ClauseType = Literal[
     "assignment",
     "payment_terms",
 ]
+CLAUSE_TYPES: tuple[str, ...] = get_args(ClauseType)
 SENTENCE_ID = re.compile(r"^S([1-9][0-9]*)$")
 
 

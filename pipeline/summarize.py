@@ -8,15 +8,14 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timezone
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.batch import Chunker, queue_document
+from pipeline.batch import Chunker, queue_document, resolve_batch
 from pipeline.chunking import render_sentences
-from pipeline.errors import ConfigError, EngineError, OutputError, PromptError
-from pipeline.prompts import PromptTemplate, Renderer, load_template
+from pipeline.errors import EngineError, OutputError, PromptError
+from pipeline.prompts import Renderer, load_template
 from pipeline.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
 from storage import repo
@@ -133,12 +132,7 @@ class Summarizer:
         """Make chunks and map jobs for every unsummarized document in scope; return their ids."""
         def work(s: Session) -> list[int]:
             reclaim_dead_leases(s)
-            batch_id = None
-            if batch is not None:
-                row = repo.get_batch(s, batch)
-                if row is None:
-                    raise ConfigError(f"no batch named {batch!r}", hint="see `contractsum status`")
-                batch_id = row.id
+            batch_id = resolve_batch(s, batch)
             docs = repo.documents(s, batch_id=batch_id)
             if document_ids is not None:
                 docs = [d for d in docs if d.id in set(document_ids)]

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import badfiles
-import pytest
 from conftest import CORPUS
 from typer.testing import CliRunner
 

@@ -94,7 +94,7 @@ def build_model(args, device: str):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     if args.model:
-        return AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.bfloat16).to(device).eval()
+        return AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16).to(device).eval()
     shape = TINY if args.shape == "tiny" else LLAMA31_8B
     cfg = LlamaConfig(**shape, num_hidden_layers=args.layers, max_position_embeddings=8192, tie_word_embeddings=False)
     torch.manual_seed(args.seed)
@@ -139,8 +139,9 @@ def prompt_ids(gset: G.GoldenSet, tokenizer) -> list[list[int]]:
             user = user.replace("{clause_type}", case.clause_type).replace("{clause_label}", case.clause_type.replace("_", " "))
         messages = [{"role": "system", "content": t["system"]}, {"role": "user", "content": user}]
         if tokenizer is not None:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            out.append(list(ids["input_ids"] if isinstance(ids, dict) else ids))
+            # As pipeline.prompts.Renderer: the chat template's text, then its tokens (it carries BOS).
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
         else:
             text = f"{t['system']}\n\n{user}\n\n"
             out.append([b + 3 for b in text.encode("utf-8")])

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from storage import repo
 from storage.db import open_database
-from storage.models import Chunk, Document, Page, Sentence, Summary
+from storage.models import Chunk, Document, Page, Summary
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
