@@ -207,7 +207,10 @@ def ingest_paths(
         report.problems.append(FileOutcome(source=shown, status="failed", reason=reason, path=shown))
     if on_start:
         on_start(len(files))
-    extract = partial(ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes)
+    extract = partial(
+        ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
     for path, ex in _extractions(files, extract, workers):
         try:
             outcome = _store_one(factory, settings, batch_id, path, ex, chunker=chunker)

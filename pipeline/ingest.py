@@ -389,6 +389,26 @@ def _failed(base: Extraction, reason: str) -> Extraction:
     return base
 
 
+def _stream_caps(limit: int):
+    """pypdf's per-stream decompression limits, set to ``limit`` for this file (a small PDF can
+    inflate to gigabytes: a decompression bomb)."""
+    from pypdf._configuration import apply_configuration
+
+    return apply_configuration(
+        maximum_declared_stream_length=limit,
+        array_based_stream_maximum_output_length=limit,
+        zlib_maximum_output_length=limit,
+        lzw_maximum_output_length=limit,
+        run_length_maximum_output_length=limit,
+        jbig2_maximum_output_length=limit,
+        image_maximum_buffer_size=limit,
+    )
+
+
+def _limit_reason(limit: int) -> str:
+    return f"a compressed stream inflates past the {_human_bytes(limit)} cap (max_decompressed_bytes)"
+
+
 def _pdf_pages(data: bytes, *, password: str | None, max_pages: int) -> list[str] | str:
     """The raw text of every page, or a failure reason."""
     from pypdf import PdfReader
@@ -398,8 +418,12 @@ def _pdf_pages(data: bytes, *, password: str | None, max_pages: int) -> list[str
     if offset < 0:
         like = _looks_like(data)
         return f"not a PDF: it looks like {like}" if like else "not a PDF: it has no %PDF- header"
+    from pypdf.errors import LimitReachedError
+
     try:
         reader = PdfReader(BytesIO(data))
+    except LimitReachedError:
+        raise
     except Exception as exc:
         return f"corrupt or truncated PDF ({_short_error(exc)})"
     if reader.is_encrypted:
@@ -427,6 +451,8 @@ def _pdf_pages(data: bytes, *, password: str | None, max_pages: int) -> list[str
     for index in range(count):
         try:
             texts.append(reader.pages[index].extract_text() or "")
+        except LimitReachedError:
+            raise
         except RecursionError:
             return f"corrupt PDF: page {index + 1} is nested too deeply to read"
         except MemoryError:
@@ -480,12 +506,15 @@ def extract(
     password: str | None = None,
     max_pages: int = 2000,
     max_bytes: int = 200 * 1024 * 1024,
+    max_decompressed_bytes: int = 75_000_000,
 ) -> Extraction:
     """Read one .pdf or .txt file into cleaned pages and sentences. Never raises for bad input.
 
     A PDF page without text makes the file ``needs_ocr`` (its other pages are still returned); an
     empty page between form feeds in a .txt file is just an empty page.
     """
+    from pypdf.errors import LimitReachedError
+
     path = Path(path)
     suffix = path.suffix.lower()
     result = Extraction(
@@ -524,9 +553,12 @@ def extract(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if suffix == ".pdf":
-                raw_pages = _pdf_pages(data, password=password, max_pages=max_pages)
+                with _stream_caps(max_decompressed_bytes):
+                    raw_pages = _pdf_pages(data, password=password, max_pages=max_pages)
             else:
                 raw_pages = _txt_pages(data, max_pages=max_pages)
+    except LimitReachedError:
+        return _failed(result, _limit_reason(max_decompressed_bytes))
     except RecursionError:
         return _failed(result, "corrupt PDF: structure nested too deeply to read")
     except MemoryError:

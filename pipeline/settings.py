@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     db_retry_seconds: float = Field(default=120.0, ge=0, description="How long to retry a unit of work while the database is unreachable.")
     fault_injection: str | None = Field(default=None, description="Test only: a named point where the process kills itself.")
     max_pages: int = Field(default=2000, ge=1, description="Files with more pages are refused.")
+    max_decompressed_bytes: int = Field(
+        default=75_000_000, ge=1024, description="Largest size one compressed PDF stream may inflate to (bomb guard)."
+    )
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Files larger than this are refused.")
     max_clauses: int = Field(default=7, ge=1, description="Most clause findings per answer.")
     min_clauses: int = Field(default=0, ge=0, description="Fewest clause findings per answer (tests force citations).")

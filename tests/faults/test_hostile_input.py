@@ -91,3 +91,30 @@ def test_symlinks_that_leave_the_inbox_are_refused(tmp_path):
     inside = [d for n, d in docs.items() if n in ("real.pdf", "inside-link.pdf")]
     assert len(inside) == 1 and inside[0]["status"] == "ok"
     assert not any(d.get("document_id") for n, d in docs.items() if "escape" in n)
+
+
+def test_decompression_bomb_is_refused_naming_the_cap(tmp_path):
+    import zlib
+
+    from pypdf import PdfWriter
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+
+    # A text page whose content stream is ~50 KB on disk and inflates to 50 MB.
+    writer = PdfWriter()
+    page = writer.add_blank_page(200, 200)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    bomb = StreamObject()
+    bomb._data = zlib.compress(b"BT /F1 12 Tf (Hello) Tj ET " + b" " * 50_000_000, 9)
+    bomb[NameObject("/Filter")] = NameObject("/FlateDecode")
+    page[NameObject("/Contents")] = writer._add_object(bomb)
+    path = tmp_path / "bomb.pdf"
+    with open(path, "wb") as f:
+        writer.write(f)
+    assert path.stat().st_size < 200_000
+    ex = extract(path, max_decompressed_bytes=10_000_000)
+    assert ex.status == "failed" and "max_decompressed_bytes" in ex.reason, ex.reason
+    assert extract(path, max_decompressed_bytes=60_000_000).status == "ok"  # under a higher cap it reads
