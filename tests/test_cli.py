@@ -113,3 +113,11 @@ def test_config_file_with_unknown_key_is_a_usage_error(tmp_path):
     cfg.write_text("max_num_sqes = 7\n")
     res = runner.invoke(app, ["--config", str(cfg), "config"])
     assert res.exit_code == 2 and "max_num_sqes" in res.output
+
+
+def test_parallel_ingest_gives_the_same_outcomes_as_serial(tmp_path):
+    serial = _run("--home", str(tmp_path / "a"), "ingest", str(CORPUS), "--json")
+    parallel = _run("--home", str(tmp_path / "b"), "ingest", str(CORPUS), "--workers", "2", "--json")
+    assert serial.exit_code == parallel.exit_code == 0
+    strip = lambda out: [(d["source"], d["status"], d["pages"], d["sha256"]) for d in json.loads(out)["documents"]]  # noqa: E731
+    assert strip(serial.output) == strip(parallel.output) and len(strip(serial.output)) == 11

@@ -27,6 +27,7 @@ def ingest(
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch name (default: batch-<timestamp>); reusing a name adds to it."),
     password: Optional[str] = typer.Option(None, "--password", help="Password for encrypted PDFs (an empty one is always tried)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder whose tokenizer sizes the chunks."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Extract in this many processes (default: settings.ingest_workers)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Read contracts into the database: pages, sentences and token-budget chunks.
@@ -35,7 +36,7 @@ def ingest(
     """
     from pipeline.batch import Chunker, ingest_paths
 
-    settings = settings_from(ctx, model=model)
+    settings = settings_from(ctx, model=model, ingest_workers=workers)
     factory = open_db(settings)
     try:
         chunker = Chunker.for_model(settings, settings.resolved_model())
@@ -49,7 +50,7 @@ def ingest(
     with progress:
         task = progress.add_task("", total=None)
         report = ingest_paths(
-            factory, settings, paths, batch_name=batch, password=password, chunker=chunker,
+            factory, settings, paths, batch_name=batch, password=password, chunker=chunker, workers=settings.ingest_workers,
             on_start=lambda n: progress.update(task, total=n),
             on_file=lambda f: progress.update(task, advance=1, description=f.source[:40]),
         )
