@@ -97,7 +97,11 @@ class Renderer:
 
     def token_ids(self, template: PromptTemplate, data: str) -> list[int]:
         # The chat template already carries BOS where the model wants it.
-        return list(self.tokenizer(self.text(template, data), add_special_tokens=False)["input_ids"])
+        text = self.text(template, data)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # the Rust tokenizer directly: same ids, without the Python wrapper's cost
+            return backend.encode(text, add_special_tokens=False).ids
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def template_tokens(self, template: PromptTemplate) -> int:
         """Tokens the template costs around the data (what the chunk budget must leave room for)."""
