@@ -117,3 +117,14 @@ def corpus_pdfs() -> list[Path]:
     if not files:
         raise SystemExit(f"no PDFs in {CORPUS}")
     return files
+
+
+def emit(rows: list[Row], detail: Any, *, as_json: bool) -> None:
+    """A part's result on stdout: the table and its details, or one JSON object."""
+    import json
+
+    if as_json:
+        print(json.dumps({"rows": [r.as_dict() for r in rows], "detail": detail}, indent=2, default=str))
+    else:
+        print(format_table(rows))
+        print(json.dumps(detail, indent=2, default=str))

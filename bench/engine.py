@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Row, corpus_pdfs, format_table, machine, settings_for, tiny_model
+from bench import Row, corpus_pdfs, emit, machine, settings_for, tiny_model
 
 GOAL_RATIO = 0.97
 # The test suite's output limits for the random-weight model: short answers, citations forced.
@@ -42,22 +41,9 @@ ENGINE_KW = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_se
 
 def _vllm_inputs(requests) -> tuple[list, list]:
     """Prompts and SamplingParams exactly as ``pipeline.engine.Engine.generate`` builds them."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-    from vllm.sampling_params import StructuredOutputsParams
+    from pipeline.engine import vllm_inputs
 
-    params = [
-        SamplingParams(
-            max_tokens=r.max_tokens,
-            temperature=r.temperature,
-            seed=r.seed,
-            logprobs=r.logprobs,
-            repetition_penalty=r.repetition_penalty,
-            structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
-        )
-        for r in requests
-    ]
-    return [TokensPrompt(prompt_token_ids=r.prompt_token_ids) for r in requests], params
+    return vllm_inputs(requests)
 
 
 def cpu_now() -> float:
@@ -344,11 +330,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows, detail = run(repeat=args.repeat, docs=args.docs, prefix_off=not args.no_prefix_off, profile=args.profile)
-    if args.json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "detail": detail}, indent=2, default=str))
-    else:
-        print(format_table(rows))
-        print(json.dumps(detail, indent=2, default=str))
+    emit(rows, detail, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import resource
 import tempfile
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Row, corpus_pdfs, format_table, machine, settings_for
+from bench import Row, corpus_pdfs, emit, machine, settings_for
 
 GOAL_PAGES_PER_CORE = 150.0
 GOAL_RATIO = 0.7
@@ -253,11 +252,7 @@ def main() -> None:
         rows, detail = run_chunking(repeat=args.repeat)
     else:
         rows, detail = run(repeat=args.repeat, workers=args.workers, profile=args.profile)
-    if args.json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "detail": detail}, indent=2, default=str))
-    else:
-        print(format_table(rows))
-        print(json.dumps(detail, indent=2, default=str))
+    emit(rows, detail, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import Row, cache_dir, format_table, machine, settings_for, tiny_model
+from bench import Row, cache_dir, emit, machine, settings_for, tiny_model
 from bench.synth import corpus
 
 GOAL_FILES, GOAL_SECONDS = 10_000, 600.0
@@ -302,11 +302,7 @@ def main() -> None:
         pg_admin=args.pg_admin, compare_workers=args.compare_workers, pages_min=args.pages_min, pages_max=args.pages_max,
         skip=skip, log=lambda m: print(m, file=sys.stderr, flush=True),
     )
-    if args.json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "detail": detail}, indent=2, default=str))
-    else:
-        print(format_table(rows))
-        print(json.dumps(detail, indent=2, default=str))
+    emit(rows, detail, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,26 @@ def vllm_version() -> str:
     return getattr(vllm, "__version__", "unknown")
 
 
+def vllm_inputs(requests: Sequence[Request]) -> tuple[list, list]:
+    """The prompts and SamplingParams one wave hands to ``LLM.generate`` (benchmarks replay them)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import StructuredOutputsParams
+
+    params = [
+        SamplingParams(
+            max_tokens=r.max_tokens,
+            temperature=r.temperature,
+            seed=r.seed,
+            logprobs=r.logprobs,
+            repetition_penalty=r.repetition_penalty,
+            structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
+        )
+        for r in requests
+    ]
+    return [TokensPrompt(prompt_token_ids=r.prompt_token_ids) for r in requests], params
+
+
 class Engine:
     """One vLLM engine for the process. The model is positional; everything else keyword-only."""
 
@@ -195,22 +215,7 @@ class Engine:
                     f"refusing a prompt of {len(r.prompt_token_ids)} tokens + {r.max_tokens} output "
                     f"over max_model_len {self.max_model_len}"
                 )
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import StructuredOutputsParams
-
-        params = [
-            SamplingParams(
-                max_tokens=r.max_tokens,
-                temperature=r.temperature,
-                seed=r.seed,
-                logprobs=r.logprobs,
-                repetition_penalty=r.repetition_penalty,
-                structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
-            )
-            for r in requests
-        ]
-        prompts = [TokensPrompt(prompt_token_ids=r.prompt_token_ids) for r in requests]
+        prompts, params = vllm_inputs(requests)
         total = len(prompts)
         progress = _Progress(total, on_finished)
         t0 = time.perf_counter()
