@@ -103,11 +103,6 @@ def default_batch_name(prefix: str = "batch") -> str:
     return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
 
 
-def ensure_chunks(session: Session, doc: Document, chunker: Chunker) -> int:
-    """Chunks of ``doc`` under the current plan, made once; returns how many there are."""
-    return len(_ensure_chunks(session, doc, chunker))
-
-
 def _ensure_chunks(
     session: Session, doc: Document, chunker: Chunker, sentences: Sequence[_SentenceView] | None = None
 ) -> list[Chunk]:

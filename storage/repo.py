@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -127,10 +127,6 @@ def sentences_by_ordinal(session: Session, document_id: int, ordinals: Iterable[
         select(Sentence).where(Sentence.document_id == document_id, Sentence.ordinal.in_(wanted))
     )
     return {s.ordinal: s for s in rows}
-
-
-def pages_of(session: Session, document_id: int) -> list[Page]:
-    return list(session.scalars(select(Page).where(Page.document_id == document_id).order_by(Page.number)))
 
 
 def documents(session: Session, *, batch_id: int | None = None, statuses: Sequence[str] = ("ok",)) -> list[Document]:
@@ -382,10 +378,6 @@ def counts(session: Session) -> dict[str, int]:
     ):
         out[name] = session.scalar(select(func.count()).select_from(model)) or 0
     return out
-
-
-def delete_document_chunks(session: Session, document_id: int) -> None:
-    session.execute(delete(Chunk).where(Chunk.document_id == document_id))
 
 
 def batches_overview(session: Session, *, name: str | None = None) -> list[dict[str, Any]]:

@@ -24,6 +24,17 @@ def _counts(factory):
         return repo.counts(s), repo.job_counts(s)
 
 
+def _kill_after(seconds: float, args: list[str], env: dict[str, str], stats: dict[str, int]) -> None:
+    """Run ``contractsum ARGS`` and SIGKILL it after ``seconds`` unless it finished first."""
+    proc = start(args, env)
+    time.sleep(seconds)
+    stats["runs"] += 1
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        stats["kills"] += 1
+    proc.communicate()
+
+
 def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_path, tiny_model, manifest):
     rng = random.Random(20261127)
     home = tmp_path / "home"
@@ -33,13 +44,7 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
     # 1. ingest, killed at random moments (cheap: no engine), then finished by a clean run.
     env = env_for(home, tiny_model, **SHORT)
     for _ in range(14):
-        proc = start(["ingest", str(CORPUS), "--batch", "crash"], env)
-        time.sleep(rng.uniform(0.3, 6.0))
-        stats["runs"] += 1
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            stats["kills"] += 1
-        proc.communicate()
+        _kill_after(rng.uniform(0.3, 6.0), ["ingest", str(CORPUS), "--batch", "crash"], env, stats)
     done = run(["ingest", str(CORPUS), "--batch", "crash", "--json"], env)
     stats["runs"] += 1
     assert done.returncode == 0, done.stderr[-2000:]
@@ -79,13 +84,7 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
     extra.mkdir()
     (extra / "late.txt").write_text("This Agreement may be terminated by either party. It is governed by Oregon law.")
     for _ in range(3):
-        proc = start(["ingest", str(extra), "--batch", "crash"], env)
-        time.sleep(rng.uniform(0.2, 2.0))
-        stats["runs"] += 1
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            stats["kills"] += 1
-        proc.communicate()
+        _kill_after(rng.uniform(0.2, 2.0), ["ingest", str(extra), "--batch", "crash"], env, stats)
     assert run(["ingest", str(extra), "--batch", "crash"], env).returncode == 0
 
     final = run(["summarize", "--json"], env, timeout=1200)
