@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from itertools import islice
-from multiprocessing import get_context
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -18,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import ingest
 from pipeline.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
+from pipeline.extractors import extract_all
+from pipeline.ingest import display_name
 from pipeline.prompts import Renderer, effective_context, load_template
 from pipeline.settings import Settings
 from storage import repo
@@ -189,8 +186,9 @@ def ingest_paths(
     """Ingest every file under ``paths`` into one batch. A bad file is recorded and skipped;
     it never stops the batch. With a ``chunker``, documents are chunked and queued too.
 
-    ``workers > 1`` extracts files (pypdf, the bulk of the cost) in that many worker processes
-    while this process stores them, in the same order and with the same outcomes as ``workers=1``.
+    Text is extracted in ``workers`` child processes (pypdf, the bulk of the cost) while this
+    process stores the results, in input order; a file that runs past
+    ``settings.extract_timeout_seconds`` or kills its process fails alone (``pipeline.extractors``).
     """
     name = batch_name or default_batch_name()
     files, problems = ingest.discover(paths)
@@ -206,7 +204,11 @@ def ingest_paths(
         ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes,
         max_decompressed_bytes=settings.max_decompressed_bytes,
     )
-    for path, ex in _extractions(files, extract, workers):
+    runs = extract_all(
+        files, extract, workers=workers, timeout=settings.extract_timeout_seconds,
+        memory_bytes=settings.extract_memory_bytes,
+    )
+    for path, ex in runs:
         try:
             outcome = _store_one(factory, settings, batch_id, path, ex, chunker=chunker)
         except OperationalError:
@@ -219,46 +221,6 @@ def ingest_paths(
     if chunker is None:
         report.chunking = "no model configured: chunks are made when `summarize` runs"
     return report
-
-
-def _extractions(
-    files: Sequence[Path], extract: Callable[[Path], ingest.Extraction], workers: int
-) -> Iterator[tuple[Path, ingest.Extraction]]:
-    """``(path, extraction)`` for every file, in order; extraction runs in ``workers`` processes."""
-    if workers <= 1 or len(files) < 2:
-        for path in files:
-            yield path, extract(path)
-        return
-    # spawn, not fork: the parent may hold database connections and threads a fork would copy.
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=get_context("spawn"))
-    # A bounded window of files in flight keeps memory flat however long the batch is.
-    window: deque[tuple[Path, Future[ingest.Extraction]]] = deque()
-    queue = iter(files)
-    try:
-        for path in islice(queue, workers * 4):
-            window.append((path, pool.submit(extract, path)))
-        while window:
-            path, future = window.popleft()
-            try:
-                ex = future.result()
-            except BrokenProcessPool:
-                # A worker died (killed for memory, say): the rest goes through the in-process path,
-                # which handles every bad file without dying.
-                pool.shutdown(wait=False, cancel_futures=True)
-                for p in [path, *(p for p, _ in window), *queue]:
-                    yield p, extract(p)
-                return
-            nxt = next(queue, None)
-            if nxt is not None:
-                window.append((nxt, pool.submit(extract, nxt)))
-            yield path, ex
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def display_name(name: str) -> str:
-    """A file name safe to store and print: bytes that are not UTF-8 become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _record_internal_error(factory, batch_id: int, path: Path, ex: ingest.Extraction, exc: Exception) -> FileOutcome:

@@ -494,6 +494,31 @@ def _txt_pages(data: bytes, *, max_pages: int) -> list[str] | str:
     return pages
 
 
+def display_name(name: str) -> str:
+    """A file name safe to store and print: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def stopped(path: Path, reason: str) -> Extraction:
+    """A failed Extraction for a file whose reading was stopped from outside (a time limit, the
+    extracting process dying). The bytes are hashed here so the failure is recorded like any other."""
+    path = Path(path)
+    result = Extraction(
+        source=path.name, path=path, sha256=None, kind=path.suffix.lower().lstrip("."), size_bytes=0,
+        status="failed", reason=reason,
+    )
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                result.size_bytes += len(block)
+        result.sha256 = digest.hexdigest()
+    except OSError:
+        pass
+    return result
+
+
 def _no_text_reason(pages: list[int]) -> str:
     listed = ", ".join(str(p) for p in pages)
     noun = "page" if len(pages) == 1 else "pages"

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(
         default=1, ge=1, description="Processes that extract PDF text in parallel (pypdf is the cost; ~1.6-2x on 2 cores)."
     )
+    extract_timeout_seconds: float = Field(
+        default=300.0, ge=0,
+        description="A file whose text takes longer to extract is stopped and recorded as failed (0: no limit, read in-process).",
+    )
+    extract_memory_bytes: int = Field(
+        default=4 * 1024**3, ge=0, description="Address-space cap of each text-extraction process (0: none)."
+    )
     max_pages: int = Field(default=2000, ge=1, description="Files with more pages are refused.")
     max_decompressed_bytes: int = Field(
         default=75_000_000, ge=1024, description="Largest size one compressed PDF stream may inflate to (bomb guard)."

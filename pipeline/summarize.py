@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.batch import Chunker, queue_document, resolve_batch
 from pipeline.chunking import render_sentences
 from pipeline.errors import EngineError, OutputError, PromptError
-from pipeline.prompts import Renderer, load_template
+from pipeline.prompts import PromptTemplate, Renderer, load_template
 from pipeline.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
 from storage import repo
@@ -237,7 +237,8 @@ class Summarizer:
 
     # -- prompts ----------------------------------------------------------------------------
     def _prepare(self, s: Session, jobs: list[Job]) -> tuple[list[_Prepared], list[tuple[int, str]]]:
-        out, rejected = [], []
+        rejected: list[tuple[int, str]] = []
+        rendered: list[tuple[Job, PromptTemplate, str, set[int]]] = []
         for job in jobs:
             if job.interruptions >= self.settings.max_interruptions:
                 rejected.append((job.id, f"gave up: its engine died or its worker was killed {job.interruptions} times while it ran"))
@@ -245,32 +246,35 @@ class Summarizer:
             try:
                 if job.kind == "map":
                     data, allowed = self._map_data(s, job)
-                    tpl = self.map_tpl
+                    rendered.append((job, self.map_tpl, data, allowed))
                 else:
                     data, allowed = self._reduce_data(s, job)
-                    tpl = self.reduce_tpl
-                ids = self.renderer.token_ids(tpl, data)
-                room = self.context - len(ids)
-                if room < 16:
-                    raise PromptError(f"prompt of {len(ids)} tokens leaves no room to answer in {self.context}")
-                attempt = max(job.attempts, 1)
-                growth = self.settings.retry_token_growth ** (attempt - 1)
-                max_tokens = min(int(self.settings.max_output_tokens * growth), room)
-                out.append(
-                    _Prepared(
-                        job_id=job.id,
-                        document_id=job.document_id,
-                        token_ids=ids,
-                        allowed=allowed,
-                        schema=json_schema(allowed, self.limits),
-                        max_tokens=max_tokens,
-                        # First try greedy; retries sample a little so they can leave a bad path.
-                        temperature=0.0 if attempt == 1 else 0.3,
-                        seed=self.settings.seed + attempt,
-                    )
-                )
+                    rendered.append((job, self.reduce_tpl, data, allowed))
             except PromptError as exc:
                 rejected.append((job.id, exc.message))
+        # One batch encode for the whole wave (the largest cost of preparing it).
+        all_ids = self.renderer.token_ids_many([(tpl, data) for _, tpl, data, _ in rendered]) if rendered else []
+        out: list[_Prepared] = []
+        for (job, _, _, allowed), ids in zip(rendered, all_ids):
+            room = self.context - len(ids)
+            if room < 16:
+                rejected.append((job.id, f"prompt of {len(ids)} tokens leaves no room to answer in {self.context}"))
+                continue
+            attempt = max(job.attempts, 1)
+            growth = self.settings.retry_token_growth ** (attempt - 1)
+            out.append(
+                _Prepared(
+                    job_id=job.id,
+                    document_id=job.document_id,
+                    token_ids=ids,
+                    allowed=allowed,
+                    schema=json_schema(allowed, self.limits),
+                    max_tokens=min(int(self.settings.max_output_tokens * growth), room),
+                    # First try greedy; retries sample a little so they can leave a bad path.
+                    temperature=0.0 if attempt == 1 else 0.3,
+                    seed=self.settings.seed + attempt,
+                )
+            )
         return out, rejected
 
     def _map_data(self, s: Session, job: Job) -> tuple[str, set[int]]:

@@ -8,6 +8,7 @@ every file is something a reader could meet in an inbox.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from io import BytesIO
 from pathlib import Path
 
@@ -105,6 +106,40 @@ def deeply_nested_pdf(folder: Path, depth: int = 50_000, name: str = "nested.pdf
     ]
     path = folder / name
     path.write_bytes(_assemble(objects))
+    return path
+
+
+def _one_stream_pdf(content: bytes, pages: int) -> bytes:
+    """``pages`` pages that all draw the same Flate-compressed content stream."""
+    packed = zlib.compress(content, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
+    ]
+    kids = []
+    for _ in range(pages):
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents 4 0 R >>"
+        )
+        kids.append(len(objects))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    return _assemble(objects)
+
+
+def slow_pdf(folder: Path, pages: int = 1000, operators: int = 20_000, name: str = "slow.pdf") -> Path:
+    """A few kilobytes that keep a text extractor busy for minutes: every page draws one content
+    stream of ``operators`` text-showing operators (~1 s per page for pypdf here)."""
+    path = folder / name
+    path.write_bytes(_one_stream_pdf(b"BT /F1 11 Tf 72 740 Td " + b"0 0 Td (x) Tj " * operators + b"ET", pages))
+    return path
+
+
+def inflating_pdf(folder: Path, megabytes: int, name: str = "bomb.pdf") -> Path:
+    """One text page whose content stream is small on disk and inflates to ``megabytes`` MiB."""
+    path = folder / name
+    path.write_bytes(_one_stream_pdf(b"BT /F1 12 Tf (Hello) Tj ET " + b" " * (megabytes << 20), 1))
     return path
 
 

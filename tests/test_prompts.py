@@ -9,6 +9,8 @@ from pipeline.errors import PromptError
 from pipeline.prompts import PromptTemplate, Renderer, load_template
 from pipeline.settings import REPO_ROOT
 
+from conftest import CORPUS
+
 PROMPTS = REPO_ROOT / "prompts"
 
 
@@ -51,3 +53,19 @@ def test_fast_path_token_ids_equal_the_tokenizers_own(tiny_model):
     r = Renderer(tiny_model)
     data = render_sentences([(1, "Either party may terminate on 30 days' notice."), (2, "Governed by Delaware law.")])
     assert r.token_ids(tpl, data) == list(r.tokenizer(r.text(tpl, data), add_special_tokens=False)["input_ids"])
+
+
+def test_batch_encoding_gives_each_prompt_the_tokenizers_own_ids(tiny_model, manifest):
+    from pipeline.ingest import extract
+
+    tpl = load_template(PROMPTS, "summarize", "v1")
+    r = Renderer(tiny_model)
+    # Real contract text of very different lengths, plus an empty chunk and odd characters.
+    docs = [extract(CORPUS / d["pdf_file"].split("/")[-1]) for d in manifest["contracts"][:3]]
+    datas = [render_sentences([(x.ordinal, x.text) for x in ex.sentences]) for ex in docs]
+    datas += ["", render_sentences([(1, "Fees: €1,000 — “net 30” ½ 日本語 \u00a0tab\tend.")])]
+    many = r.token_ids_many([(tpl, d) for d in datas])
+    assert len(many) == len(datas)
+    for data, ids in zip(datas, many):
+        assert ids == list(r.tokenizer(r.text(tpl, data), add_special_tokens=False)["input_ids"])
+    assert len({len(ids) for ids in many}) == len(datas)  # five different prompts, not one repeated

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+from badfiles import inflating_pdf
 from conftest import CORPUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -94,26 +95,8 @@ def test_symlinks_that_leave_the_inbox_are_refused(tmp_path):
 
 
 def test_decompression_bomb_is_refused_naming_the_cap(tmp_path):
-    import zlib
-
-    from pypdf import PdfWriter
-    from pypdf.generic import DictionaryObject, NameObject, StreamObject
-
-    # A text page whose content stream is ~50 KB on disk and inflates to 50 MB.
-    writer = PdfWriter()
-    page = writer.add_blank_page(200, 200)
-    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
-                             NameObject("/BaseFont"): NameObject("/Helvetica")})
-    page[NameObject("/Resources")] = DictionaryObject(
-        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
-    )
-    bomb = StreamObject()
-    bomb._data = zlib.compress(b"BT /F1 12 Tf (Hello) Tj ET " + b" " * 50_000_000, 9)
-    bomb[NameObject("/Filter")] = NameObject("/FlateDecode")
-    page[NameObject("/Contents")] = writer._add_object(bomb)
-    path = tmp_path / "bomb.pdf"
-    with open(path, "wb") as f:
-        writer.write(f)
+    # A text page whose content stream is ~50 KB on disk and inflates to ~50 MB.
+    path = inflating_pdf(tmp_path, 48)
     assert path.stat().st_size < 200_000
     ex = extract(path, max_decompressed_bytes=10_000_000)
     assert ex.status == "failed" and "max_decompressed_bytes" in ex.reason, ex.reason
