@@ -148,7 +148,9 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
         "pages": pages,
         "pages_per_s": round(pages / wall, 1),
         "main_cpu_s": round(cpu, 2),
-        "workers_cpu_s": round(kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime, 2),
+        # Extracting processes come from a forkserver (not our children): they report their own CPU.
+        "workers_cpu_s": round(kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime
+                               + report.extraction.child_cpu_seconds, 2),
         "rows": rows,
         "jobs": jobs,
         "rss_start_mib": _mib(start_rss),

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import ingest
 from pipeline.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
-from pipeline.extractors import extract_all
+from pipeline.extractors import ExtractionStats, extract_all
 from pipeline.ingest import display_name
 from pipeline.prompts import Renderer, effective_context, load_template
 from pipeline.settings import Settings
@@ -47,6 +47,7 @@ class IngestReport:
     files: list[FileOutcome] = field(default_factory=list)
     problems: list[FileOutcome] = field(default_factory=list)  # paths that named no file
     chunking: str | None = None  # why chunks were not made, if they were not
+    extraction: ExtractionStats = field(default_factory=ExtractionStats)  # what the reading processes did
 
     @property
     def ok(self) -> bool:
@@ -206,7 +207,7 @@ def ingest_paths(
     )
     runs = extract_all(
         files, extract, workers=workers, timeout=settings.extract_timeout_seconds,
-        memory_bytes=settings.extract_memory_bytes,
+        memory_bytes=settings.extract_memory_bytes, stats=report.extraction,
     )
     for path, ex in runs:
         try:

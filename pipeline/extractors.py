@@ -53,7 +53,19 @@ def _serve(conn: Connection, extract: Extract, memory_bytes: int) -> None:
             return
         if path is None:
             return
-        conn.send(extract(path))
+        started = time.process_time()
+        result = extract(path)
+        conn.send((result, time.process_time() - started))
+
+
+@dataclass
+class ExtractionStats:
+    """What the child processes did: CPU seconds they spent reading files (not counted in this
+    process's own CPU time), files stopped at the time limit, processes that died."""
+
+    child_cpu_seconds: float = 0.0
+    timed_out: int = 0
+    died: int = 0
 
 
 @dataclass
@@ -111,11 +123,13 @@ def extract_all(
     workers: int = 1,
     timeout: float = 0,
     memory_bytes: int = 0,
+    stats: ExtractionStats | None = None,
 ) -> Iterator[tuple[Path, ingest.Extraction]]:
     """``(path, extraction)`` for every file, in order. Never raises for a bad file.
 
     With ``workers <= 1`` and neither a ``timeout`` nor a ``memory_bytes`` cap, files are read in
     this process (nothing can stop a runaway file then); otherwise in ``workers`` child processes.
+    ``stats``, if given, is filled in as files come back.
     """
     if not files:
         return
@@ -123,6 +137,7 @@ def extract_all(
         for path in files:
             yield path, extract(path)
         return
+    stats = stats if stats is not None else ExtractionStats()
     ctx = get_context("forkserver")
     ctx.set_forkserver_preload(["pipeline.ingest", "pypdf"])  # applies when the server starts
     size = max(1, min(workers, len(files)))
@@ -154,13 +169,13 @@ def extract_all(
                 yield path, ready.pop(emitted)
                 emitted += 1
                 continue
-            _collect(children, ready, timeout)
+            _collect(children, ready, timeout, stats)
     finally:
         for child in children:
             child.close()
 
 
-def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeout: float) -> None:
+def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeout: float, stats: ExtractionStats) -> None:
     """Wait until some busy child finishes, dies or runs out of time; record what happened."""
     busy = [c for c in children if c.job is not None]
     deadlines = [c.job.deadline for c in busy if c.job.deadline is not None]
@@ -170,20 +185,24 @@ def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeou
     for child in busy:
         job = child.job
         assert job is not None
-        reason = None
         if child.conn.poll():  # a finished file wins over its deadline
             try:
-                ready[job.index] = child.conn.recv()
+                ready[job.index], cpu = child.conn.recv()
+                stats.child_cpu_seconds += cpu
                 child.job = None
                 continue
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the pipe closed: the child is exiting or gone
                 child.proc.join(timeout=5)
-                reason = _death_reason(child.proc.exitcode)
-        elif not child.proc.is_alive():
+                if child.proc.is_alive():
+                    child.proc.kill()
+                    child.proc.join()
+        if not child.proc.is_alive():
             reason = _death_reason(child.proc.exitcode)
+            stats.died += 1
         elif job.deadline is not None and now >= job.deadline:
             reason = _timeout_reason(timeout)
-        if reason is None:
+            stats.timed_out += 1
+        else:
             continue
         log.warning("%s: %s", ingest.display_name(str(job.path)), reason)
         ready[job.index] = ingest.stopped(job.path, reason)

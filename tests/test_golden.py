@@ -21,6 +21,7 @@ from pipeline import golden as G
 from pipeline import quantize as Q
 from pipeline.errors import ConfigError
 from pipeline.golden import GoldenCase, GoldenSentence, SideOutput
+from pipeline.prompts import Renderer, load_template
 from pipeline.schema import CLAUSE_TYPES
 from pipeline.settings import REPO_ROOT
 from conftest import make_settings
@@ -450,3 +451,31 @@ def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_
     for comparison in data["comparisons"].values():
         assert comparison["verdict"] in ("PASS", "FAIL")
         assert len(comparison["cases"]) == 2
+
+
+def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(tiny_model, tmp_path):
+    """``golden.sh`` runs the script with ``--model`` (SmolLM2 there): the tokenizer path."""
+    result = subprocess.run(
+        [sys.executable, "scripts/gpu/golden_gpu.py", "--model", str(tiny_model), "--cases", "3",
+         "--max-new-tokens", "6", "--device", "cpu", "--out", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "golden_gpu.json").read_text())
+    renderer = Renderer(tiny_model)
+    gset = G.load_golden_set(REPO_ROOT / "prompts", "v1")
+    # The prompts are the ones the gate's engine sees: same chat template, same length.
+    first = gset.cases[0]
+    tpl = load_template(REPO_ROOT / "prompts", "summarize", gset.params["summarize_template"])
+    assert first.kind == "summarize"
+    assert data["info"]["prompt_tokens"][0] == len(renderer.token_ids(tpl, first.rendered()))
+    assert all(len(c["cases"]) == 3 for c in data["comparisons"].values())
+
+
+def test_the_gpu_baseline_config_is_bf16_eager_and_fp8_real_builds_on_it(tiny_model, tmp_path):
+    settings = make_settings(tmp_path / "home")
+    base = G.resolve_config(str(REPO_ROOT / "scripts" / "gpu" / "golden-bf16.toml"), model=tiny_model, settings=settings)
+    assert base.engine["dtype"] == "bfloat16" and base.engine["enforce_eager"] is True
+    cand = G.resolve_config("fp8:real", model=tiny_model, settings=settings, baseline=base)
+    assert cand.mode == "real-fp8"
+    assert cand.engine == {**base.engine, "quantization": "fp8"}

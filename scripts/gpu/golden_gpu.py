@@ -24,18 +24,16 @@ UTF-8 byte ids: the numbers then measure kernel numerics, not language. With ``-
 Hugging Face Llama folder) the prompts go through its chat template. No JSON grammar here, so the
 task metrics (citations, coverage) only mean something with a real model.
 
-If vLLM is importable and ``--model`` is given, ``contractsum golden --baseline bf16 --candidate
-fp8:real`` also runs (vLLM's own FP8 kernels). Writes ``golden_gpu.json`` to ``--out`` (default
+vLLM's own FP8 kernels are measured by ``contractsum golden --candidate fp8:real``, which
+``scripts/gpu/golden.sh`` runs before this script. Writes ``golden_gpu.json`` to ``--out`` (default
 ``$OUT`` or the current folder) and prints a summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 import tomllib
@@ -238,20 +236,6 @@ def main() -> int:
         results["comparisons"][name] = {"verdict": cmp.verdict, "aggregates": cmp.aggregates, "checks": cmp.checks,
                                         "cases": cmp.per_case}
         print(summary_line(name, cmp), flush=True)
-
-    if args.model and importlib.util.find_spec("vllm") is not None:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli.main", "golden", "--model", args.model, "--baseline", "bf16",
-             "--candidate", "fp8:real", "--json"],
-            cwd=REPO, capture_output=True, text=True,
-        )
-        results["vllm"] = {"exit_code": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
-        try:
-            data = json.loads(proc.stdout)
-            results["vllm"].update({k: data[k] for k in ("verdict", "mode", "aggregates", "checks")})
-            print(f"vLLM bf16 -> fp8 (real kernels): {data['verdict']} {data['aggregates']}", flush=True)
-        except (ValueError, KeyError):
-            print(f"vLLM run gave no JSON (exit {proc.returncode})", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
