@@ -15,7 +15,7 @@ from pipeline import ingest
 from pipeline.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
 from pipeline.extractors import ExtractionStats, extract_all
 from pipeline.ingest import display_name
-from pipeline.prompts import Renderer, effective_context, load_template
+from pipeline.prompts import effective_context, load_template, template_tokens_cached
 from pipeline.settings import Settings
 from storage import repo
 from storage.db import transaction
@@ -74,7 +74,8 @@ class Chunker:
     def for_model(cls, settings: Settings, model_dir: Path) -> "Chunker":
         template = load_template(settings.prompts_dir, "summarize", settings.prompt_version)
         context = effective_context(settings.max_model_len, model_dir)
-        overhead = Renderer(model_dir).template_tokens(template) + SEAM_TOKENS
+        cache = settings.home / "cache" / "template-tokens.json"
+        overhead = template_tokens_cached(model_dir, template, cache) + SEAM_TOKENS
         budget = chunk_budget(
             max_model_len=context,
             template_tokens=overhead,

@@ -115,6 +115,49 @@ class Renderer:
         return len(self.token_ids(template, ""))
 
 
+# Files that decide how a chat template renders and tokenizes.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
+                    "special_tokens_map.json")
+
+
+def template_tokens_cached(model_dir: Path, template: PromptTemplate, cache_file: Path | None) -> int:
+    """``Renderer(model_dir).template_tokens(template)``, remembered in ``cache_file``.
+
+    Counting needs the chat template rendered exactly as the engine will render it, which takes
+    ``transformers`` (~4 s and ~340 MiB to import): too much for every ``ingest``. The count is
+    kept per (tokenizer files, template) digest, so a changed tokenizer or template is counted anew.
+    """
+    import hashlib
+    import json
+    import os
+
+    digest = hashlib.sha256(template.model_dump_json().encode())
+    for name in _TOKENIZER_FILES:
+        path = Path(model_dir) / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-") + b"\0")
+    key = digest.hexdigest()
+    known: dict[str, int] = {}
+    if cache_file is not None:
+        try:
+            loaded = json.loads(cache_file.read_text())
+            known = {k: v for k, v in loaded.items() if isinstance(v, int)} if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            known = {}  # missing or damaged: count again
+        if key in known:
+            return known[key]
+    count = Renderer(model_dir).template_tokens(template)
+    if cache_file is not None:
+        known[key] = count
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only home only costs the recount next time
+    return count
+
+
 def model_context(model_dir: Path) -> int | None:
     """The model's own context limit from config.json, if it states one."""
     import json

@@ -313,3 +313,41 @@ def test_plan_key_is_stable_short_and_tells_budgets_and_tokenizers_apart() -> No
     long_name = "tokenizer-" + "z" * 200
     assert len(plan_key(long_name, 512)) <= 64
     assert plan_key(long_name, 512) != plan_key(long_name + "y", 512)
+
+
+_CHUNKER_PROBE = """
+import json, sys
+from pathlib import Path
+from pipeline.batch import Chunker
+from pipeline.settings import load_settings
+settings, _ = load_settings({"home": sys.argv[1], "max_model_len": 4096}, environ={})
+chunker = Chunker.for_model(settings, Path(sys.argv[2]))
+print(json.dumps({"budget": chunker.budget, "transformers": "transformers" in sys.modules}))
+"""
+
+
+def test_the_chunker_counts_the_chat_template_once_then_starts_without_transformers(tiny_model, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    home = tmp_path / "home"
+
+    def probe() -> dict:
+        out = subprocess.run([sys.executable, "-c", _CHUNKER_PROBE, str(home), str(model)], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = probe(), probe()
+    assert first["transformers"] and not second["transformers"]  # counted once, then remembered
+    assert first["budget"] == second["budget"]
+    # A changed chat template is a different count: the cache must not answer for it.
+    config_path = model / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = config["chat_template"].replace("{{- bos_token }}", "{{- bos_token }}You are careful. ")
+    config_path.write_text(json.dumps(config))
+    third = probe()
+    assert third["transformers"] and third["budget"] < first["budget"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The golden check with real FP8 kernels, on the GPU host: the last device call (docs/gpu.md,
-# "The golden check on a GPU"). The earlier calls left .gpu/d1, .gpu/d2 in /tmp/vc and .gpu/g1 in
-# /tmp/vcg; this call carries .gpu/d3 and .gpu/g2. Everything it measures lands in $OUT:
+# The golden check with real FP8 kernels, on the GPU host: the fifth device call (docs/gpu.md,
+# "The golden check on a GPU"). The four before it left .gpu/d1 and .gpu/d2 in /tmp/vc and .gpu/g1
+# and .gpu/g2 in /tmp/vcg; this one carries .gpu/d3. Everything it measures lands in $OUT:
 #   golden-fp8-real.json      contractsum golden, bf16 vs vLLM quantization="fp8" (SmolLM2-135M-Instruct)
 #   golden-fp8-emulated.json  the same bf16 outputs vs the CPU gate's emulated-FP8 checkpoint, on vLLM
 #   golden-*-report.md        the two reports;  divergence-fp8-real.png  its plot
@@ -13,8 +13,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 t0=$(date +%s)
 say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-mkdir -p /tmp/vcg && cp -rn .gpu/g2/* /tmp/vcg/ 2>/dev/null
-[ -f /tmp/vcg/gguf.part-aa ] && [ -f /tmp/vcg/gguf.part-ab ] || { echo "missing /tmp/vcg/gguf.part-aa/ab: the g1 call did not leave them (machine given back in between?)" >&2; exit 1; }
+[ -f /tmp/vcg/gguf.part-aa ] && [ -f /tmp/vcg/gguf.part-ab ] || { echo "missing /tmp/vcg/gguf.part-aa/ab: the g1/g2 calls did not leave them (machine given back in between?)" >&2; exit 1; }
 bash .gpu/d3/install.sh || exit 1
 say "vLLM installed"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/vcg/wheels/*.whl || exit 1

@@ -12,13 +12,15 @@ PY=${PYTHON:-.venv/bin/python}
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
 GGUF=$("$PY" -c "from pipeline.demo_models import smollm2_gguf_path; print(smollm2_gguf_path())")
 rm -rf "$OUT/g1" "$OUT/g2" && mkdir -p "$OUT/g1/wheels" "$OUT/g2"
-# The host image has typer, rich, click, psutil, matplotlib, numpy, jinja2/markupsafe, pyyaml, tqdm,
-# tokenizers, safetensors, transformers and torch; pydantic comes with the vLLM pack. The versions
-# are the ones this venv runs (CI-tested).
+# The host image has psutil, matplotlib, numpy, jinja2/markupsafe, pyyaml, tqdm, tokenizers,
+# safetensors, transformers and torch; pydantic comes with the vLLM pack. The CLI's own stack
+# (typer, click, rich) travels too, so the versions there are the ones this venv runs (CI-tested).
 ver() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 WANT=(sqlalchemy=="$(ver sqlalchemy)" greenlet=="$(ver greenlet)" alembic=="$(ver alembic)" mako=="$(ver mako)"
       pydantic-settings=="$(ver pydantic-settings)" python-dotenv=="$(ver python-dotenv)"
-      tenacity=="$(ver tenacity)" gguf=="$(ver gguf)" pypdf=="$(ver pypdf)")
+      tenacity=="$(ver tenacity)" gguf=="$(ver gguf)" pypdf=="$(ver pypdf)"
+      typer=="$(ver typer)" click=="$(ver click)" rich=="$(ver rich)" shellingham=="$(ver shellingham)"
+      markdown-it-py=="$(ver markdown-it-py)" mdurl=="$(ver mdurl)" pygments=="$(ver pygments)")
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_26_x86_64 --platform manylinux_2_27_x86_64 \
@@ -28,4 +30,4 @@ split -b 52m "$GGUF" "$OUT/g1/gguf.part-"
 mv "$OUT/g1/gguf.part-ab" "$OUT/g2/"
 [ ! -e "$OUT/g1/gguf.part-ac" ] || { echo "the GGUF needs a third part; adjust the split" >&2; exit 1; }
 du -sh "$OUT"/g1 "$OUT"/g2 "$OUT"/d3 2>/dev/null || true
-echo "ready: carry $OUT/d1, $OUT/d2, $OUT/g1, then $OUT/d3 + $OUT/g2 together (docs/gpu.md)"
+echo "ready: five calls carrying $OUT/d1, $OUT/d2, $OUT/g1, $OUT/g2, $OUT/d3 (docs/gpu.md)"
