@@ -43,8 +43,12 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
 
     # 1. ingest, killed at random moments (cheap: no engine), then finished by a clean run.
     env = env_for(home, tiny_model, **SHORT)
-    for _ in range(14):
-        _kill_after(rng.uniform(0.3, 6.0), ["ingest", str(CORPUS), "--batch", "crash"], env, stats)
+    # An ingest of the corpus takes a few seconds; a kill that comes after it finished is retried
+    # (bounded), so the count of kills does not depend on how fast this machine is.
+    for _ in range(40):
+        if stats["kills"] >= 14:
+            break
+        _kill_after(rng.uniform(0.3, 4.0), ["ingest", str(CORPUS), "--batch", "crash"], env, stats)
     done = run(["ingest", str(CORPUS), "--batch", "crash", "--json"], env)
     stats["runs"] += 1
     assert done.returncode == 0, done.stderr[-2000:]
@@ -83,7 +87,10 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
     extra = tmp_path / "late"
     extra.mkdir()
     (extra / "late.txt").write_text("This Agreement may be terminated by either party. It is governed by Oregon law.")
-    for _ in range(3):
+    late_target = stats["kills"] + 3
+    for _ in range(12):
+        if stats["kills"] >= late_target:
+            break
         _kill_after(rng.uniform(0.2, 2.0), ["ingest", str(extra), "--batch", "crash"], env, stats)
     assert run(["ingest", str(extra), "--batch", "crash"], env).returncode == 0
 
