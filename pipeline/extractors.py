@@ -35,6 +35,8 @@ Extract = Callable[[Path], ingest.Extraction]
 
 # Files handed out ahead of the one the caller waits for, per child.
 WINDOW_PER_CHILD = 4
+# Children that die before taking any file (something wrong with the machine, not a file).
+MAX_LOST_CHILDREN = 8
 
 
 def _serve(conn: Connection, extract: Extract, memory_bytes: int) -> None:
@@ -146,6 +148,7 @@ def extract_all(
     ready: dict[int, ingest.Extraction] = {}
     handed = 0  # files[:handed] have been given to a child
     emitted = 0  # files[:emitted] have been yielded
+    lost_children = 0
     try:
         while emitted < len(files):
             # Hand files to idle children, keeping at most `window` between emitted and handed.
@@ -162,6 +165,9 @@ def extract_all(
                 except OSError:  # the child died before it took the file: replace it, try again
                     children.remove(idle)
                     idle.close()
+                    lost_children += 1
+                    if lost_children > MAX_LOST_CHILDREN:
+                        raise RuntimeError("text-extraction processes keep dying before they take a file") from None
                     continue
                 handed += 1
             if emitted in ready:
