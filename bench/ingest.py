@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +25,6 @@ from bench import Row, corpus_pdfs, emit, machine, settings_for
 
 GOAL_PAGES_PER_CORE = 150.0
 GOAL_RATIO = 0.7
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def bare_pypdf(files: list[Path]) -> tuple[float, float, list[str]]:
@@ -78,7 +72,6 @@ def full_ingest(
         limits = {"extract_timeout_seconds": 0, "extract_memory_bytes": 0} if in_process else {}
         settings = settings_for(Path(tmp) / "home", **limits)
         factory = open_database(settings.db_url)  # migrated before the clock starts
-        kids = _children_cpu()
         w, c = time.perf_counter(), time.process_time()
         if profile:
             profile.enable()
@@ -89,9 +82,8 @@ def full_ingest(
         factory.kw["bind"].dispose()
     bad = [(f.source, f.reason) for f in report.files if f.status != "ok"]
     assert not bad, bad
-    # The extracting processes come from a forkserver, not from us, so RUSAGE_CHILDREN misses
-    # them; they time their own CPU per file and report it back.
-    worker_cpu = report.extraction.child_cpu_seconds + (_children_cpu() - kids)
+    # The extracting processes time their own CPU per file and report it back.
+    worker_cpu = report.extraction.child_cpu_seconds
     return {"wall": wall, "cpu": cpu + worker_cpu, "worker_cpu": worker_cpu}
 
 

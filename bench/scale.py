@@ -122,13 +122,11 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
         sampler = _RssSampler()
         sampler.start()
         start_rss = me.memory_info().rss
-        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         w, c = time.perf_counter(), time.process_time()
         report = ingest_paths(factory, settings, [folder], batch_name="nightly", chunker=chunker, on_file=on_file, workers=workers)
         wall, cpu = time.perf_counter() - w, time.process_time() - c
         sampler.stop.set()
         sampler.join()
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         with factory() as s:
             rows = repo.counts(s)
             jobs = sum(repo.job_counts(s).values())
@@ -148,9 +146,8 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
         "pages": pages,
         "pages_per_s": round(pages / wall, 1),
         "main_cpu_s": round(cpu, 2),
-        # Extracting processes come from a forkserver (not our children): they report their own CPU.
-        "workers_cpu_s": round(kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime
-                               + report.extraction.child_cpu_seconds, 2),
+        # The extracting processes report their own CPU (see pipeline.extractors.ExtractionStats).
+        "workers_cpu_s": round(report.extraction.child_cpu_seconds, 2),
         "rows": rows,
         "jobs": jobs,
         "rss_start_mib": _mib(start_rss),

@@ -103,8 +103,7 @@ def ingest(settings: Settings, factory: sessionmaker[Session], batch: str, paths
         else:
             logger.warning("%s: %s — %s", outcome.source, outcome.status, outcome.reason)
 
-    report = ingest_paths(factory, settings, list(paths), batch_name=batch, origin=origin, chunker=chunker, on_file=log,
-                          workers=settings.ingest_workers)
+    report = ingest_paths(factory, settings, list(paths), batch_name=batch, origin=origin, chunker=chunker, on_file=log)
     for problem in report.problems:
         logger.warning("%s: %s", problem.source, problem.reason)
     return report

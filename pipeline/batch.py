@@ -183,13 +183,13 @@ def ingest_paths(
     chunker: Chunker | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
     on_start: Callable[[int], None] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> IngestReport:
     """Ingest every file under ``paths`` into one batch. A bad file is recorded and skipped;
     it never stops the batch. With a ``chunker``, documents are chunked and queued too.
 
-    Text is extracted in ``workers`` child processes (pypdf, the bulk of the cost) while this
-    process stores the results, in input order; a file that runs past
+    Text is extracted in ``workers`` (default ``settings.ingest_workers``) child processes (pypdf,
+    the bulk of the cost) while this process stores the results, in input order; a file that runs past
     ``settings.extract_timeout_seconds`` or kills its process fails alone (``pipeline.extractors``).
     """
     name = batch_name or default_batch_name()
@@ -207,7 +207,7 @@ def ingest_paths(
         max_decompressed_bytes=settings.max_decompressed_bytes,
     )
     runs = extract_all(
-        files, extract, workers=workers, timeout=settings.extract_timeout_seconds,
+        files, extract, workers=settings.ingest_workers if workers is None else workers, timeout=settings.extract_timeout_seconds,
         memory_bytes=settings.extract_memory_bytes, stats=report.extraction,
     )
     for path, ex in runs:

@@ -62,12 +62,10 @@ def _serve(conn: Connection, extract: Extract, memory_bytes: int) -> None:
 
 @dataclass
 class ExtractionStats:
-    """What the child processes did: CPU seconds they spent reading files (not counted in this
-    process's own CPU time), files stopped at the time limit, processes that died."""
+    """CPU seconds the child processes spent reading files (not in this process's own CPU time;
+    forkserver children are not ours to reap, so ``RUSAGE_CHILDREN`` never sees them either)."""
 
     child_cpu_seconds: float = 0.0
-    timed_out: int = 0
-    died: int = 0
 
 
 @dataclass
@@ -204,10 +202,8 @@ def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeou
                     child.proc.join()
         if not child.proc.is_alive():
             reason = _death_reason(child.proc.exitcode)
-            stats.died += 1
         elif job.deadline is not None and now >= job.deadline:
             reason = _timeout_reason(timeout)
-            stats.timed_out += 1
         else:
             continue
         log.warning("%s: %s", ingest.display_name(str(job.path)), reason)

@@ -50,7 +50,7 @@ def ingest(
     with progress:
         task = progress.add_task("", total=None)
         report = ingest_paths(
-            factory, settings, paths, batch_name=batch, password=password, chunker=chunker, workers=settings.ingest_workers,
+            factory, settings, paths, batch_name=batch, password=password, chunker=chunker,
             on_start=lambda n: progress.update(task, total=n),
             on_file=lambda f: progress.update(task, advance=1, description=f.source[:40]),
         )
