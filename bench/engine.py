@@ -40,8 +40,8 @@ ENGINE_KW = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_se
 
 
 def _vllm_inputs(requests) -> tuple[list, list]:
-    """Prompts and SamplingParams exactly as ``pipeline.engine.Engine.generate`` builds them."""
-    from pipeline.engine import vllm_inputs
+    """Prompts and SamplingParams exactly as ``pipeline.engine.engine.Engine.generate`` builds them."""
+    from pipeline.engine.engine import vllm_inputs
 
     return vllm_inputs(requests)
 
@@ -146,7 +146,7 @@ def _prepare_run(llm) -> None:
 
 def _ours(engine, recorder: _Recorder, settings, factory) -> dict[str, Any]:
     """One timed ``summarize`` on a freshly ingested database."""
-    from pipeline.summarize import summarize
+    from pipeline.review.summarize import summarize
 
     recorder.reset()
     _prepare_run(engine.llm)
@@ -201,7 +201,7 @@ def run(
     """Paired rounds: each round measures ours and its baselines back to back (order alternating),
     and the table reports the median over rounds of each round's ratio, which cancels the slow
     drift of other load on a shared machine better than comparing bests."""
-    from pipeline.engine import Engine
+    from pipeline.engine.engine import Engine
 
     model = tiny_model()
     files = corpus_pdfs()[:docs] if docs else corpus_pdfs()

@@ -42,7 +42,7 @@ def bare_pypdf(files: list[Path]) -> tuple[float, float, list[str]]:
 
 def clean_split(raw_pages: list[str]) -> float:
     """CPU seconds of our own text work (clean + sentence split) on already extracted pages."""
-    from pipeline.ingest import clean_page_text, split_sentences
+    from pipeline.ingest.ingest import clean_page_text, split_sentences
 
     c = time.process_time()
     for raw in raw_pages:
@@ -51,7 +51,7 @@ def clean_split(raw_pages: list[str]) -> float:
 
 
 def extract_only(files: list[Path]) -> tuple[float, float]:
-    from pipeline.ingest import extract
+    from pipeline.ingest.ingest import extract
 
     w, c = time.perf_counter(), time.process_time()
     for f in files:
@@ -211,8 +211,8 @@ def run_chunking(*, repeat: int = 3, budgets: tuple[int, ...] = (0, 1024)) -> tu
     """
     from bench import tiny_model
     from pipeline.batch import Chunker, _SentenceView
-    from pipeline.chunking import plan_chunks, render_line
-    from pipeline.ingest import extract
+    from pipeline.ingest.chunking import plan_chunks, render_line
+    from pipeline.ingest.ingest import extract
 
     model = tiny_model()
     with tempfile.TemporaryDirectory(prefix="cs-bench-chunk-") as tmp:

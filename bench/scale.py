@@ -146,7 +146,7 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
         "pages": pages,
         "pages_per_s": round(pages / wall, 1),
         "main_cpu_s": round(cpu, 2),
-        # The extracting processes report their own CPU (see pipeline.extractors.ExtractionStats).
+        # The extracting processes report their own CPU (see pipeline.ingest.extractors.ExtractionStats).
         "workers_cpu_s": round(report.extraction.child_cpu_seconds, 2),
         "rows": rows,
         "jobs": jobs,

@@ -26,7 +26,7 @@ from flows._prefect import progress_listener, run_settings
 from pipeline.batch import Chunker, IngestReport, ingest_paths
 from pipeline.errors import ConfigError, ContractsumError, EngineError, IngestError, OutputError, PromptError
 from pipeline.settings import Settings
-from pipeline.summarize import SummarizeReport, summarize
+from pipeline.review.summarize import SummarizeReport, summarize
 from storage import repo
 
 FLOW_NAME = "summarize-batch"
@@ -144,8 +144,8 @@ def write_batch_report(
     engine_error: str | None = None,
 ) -> "BatchOutcome":
     """Export the batch's report (HTML and JSON) and publish the report artifact."""
-    from pipeline.export import write_report
-    from pipeline.report import build_report
+    from pipeline.reports.export import write_report
+    from pipeline.reports.report import build_report
 
     report = build_report(factory, prompt_version=settings.prompt_version, batch=batch)
     folder = settings.reports_dir / slug(batch)
@@ -211,7 +211,7 @@ def release_engine_after_deployment_run() -> None:
     In-process runs keep the process's engine for the next run."""
     ctx = FlowRunContext.get()
     if ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None:
-        from pipeline.engine import release_shared_engine
+        from pipeline.engine.engine import release_shared_engine
 
         release_shared_engine()
 
@@ -255,7 +255,7 @@ class _LazyEngine:
 
     def __getattr__(self, name: str) -> Any:
         if self._engine is None:
-            from pipeline.engine import shared_engine
+            from pipeline.engine.engine import shared_engine
 
             t0 = time.perf_counter()
             self._engine = shared_engine(self._settings, self._model_dir)

@@ -1,6 +1,6 @@
 """The golden flow: the FP8-vs-BF16 gate as a Prefect run, its report published as an artifact.
 
-The work is ``pipeline.golden.run_golden``; this module adds the run's name, the artifact, and a
+The work is ``pipeline.quality.golden.run_golden``; this module adds the run's name, the artifact, and a
 failed state when the candidate fails the gate (so automations can stop a rollout on it).
 """
 
@@ -29,8 +29,8 @@ def golden_run(settings: Settings, baseline: str, candidate: str, model: str | N
     """Baseline, then candidate, on the golden set; stored and reported by ``run_golden``."""
     from pathlib import Path
 
-    from pipeline.engine import release_shared_engine
-    from pipeline.golden import run_golden
+    from pipeline.engine.engine import release_shared_engine
+    from pipeline.quality.golden import run_golden
     from storage.db import open_database
 
     logger = get_run_logger()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from flows._prefect import run_settings
 from flows.batch import _task_options, connect, release_engine_after_deployment_run, summarize_batch
 from pipeline.errors import ConfigError
-from pipeline.ingest import discover
+from pipeline.ingest.ingest import discover
 from storage import repo
 
 FLOW_NAME = "nightly"

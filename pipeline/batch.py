@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import ingest
-from pipeline.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
-from pipeline.extractors import ExtractionStats, extract_all
-from pipeline.ingest import display_name
-from pipeline.prompts import effective_context, load_template, template_tokens_cached
+from pipeline.ingest import ingest
+from pipeline.ingest.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
+from pipeline.ingest.extractors import ExtractionStats, extract_all
+from pipeline.ingest.ingest import display_name
+from pipeline.review.prompts import effective_context, load_template, template_tokens_cached
 from pipeline.settings import Settings
 from storage import repo
 from storage.db import transaction
@@ -190,7 +190,7 @@ def ingest_paths(
 
     Text is extracted in ``workers`` (default ``settings.ingest_workers``) child processes (pypdf,
     the bulk of the cost) while this process stores the results, in input order; a file that runs past
-    ``settings.extract_timeout_seconds`` or kills its process fails alone (``pipeline.extractors``).
+    ``settings.extract_timeout_seconds`` or kills its process fails alone (``pipeline.ingest.extractors``).
     """
     name = batch_name or default_batch_name()
     files, problems = ingest.discover(paths)

@@ -132,7 +132,7 @@ def make_settings(home: Path, **overrides):
 @pytest.fixture(scope="session")
 def engine(tiny_model):
     """One vLLM CPU engine (TP=1, float32) for the whole test run."""
-    from pipeline.engine import Engine
+    from pipeline.engine.engine import Engine
 
     eng = Engine(tiny_model, max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=120, cpu_kvcache_space_gib=2)
     yield eng

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from pipeline.chunking import (
+from pipeline.ingest.chunking import (
     ChunkPlan,
     TokenCounter,
     chunk_budget,

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
-from pipeline.export import FORMATS, Report, render, write_report
+from pipeline.reports.export import FORMATS, Report, render, write_report
 
 HOSTILE = 'Notice <script>alert(1)</script> to " onmouseover=alert(2) x=" | [link](http://x) *bold* _it_ `code`'
 

@@ -28,12 +28,12 @@ SHORT_CONTRACT = (
 @pytest.fixture
 def flow_settings(tmp_path, tiny_model, engine, prefect_harness, monkeypatch):
     """Settings for flows on the tiny model, with the session engine as the process's engine."""
-    import pipeline.engine
+    import pipeline.engine.engine
 
     settings = make_settings(tmp_path / "home", **TINY_OVERRIDES, model=tiny_model, dtype="float32")
     # Restored after the test, so no other test inherits (or shuts down) the session engine.
-    monkeypatch.setattr(pipeline.engine, "_shared", None)
-    pipeline.engine.adopt_engine(engine, settings, tiny_model)
+    monkeypatch.setattr(pipeline.engine.engine, "_shared", None)
+    pipeline.engine.engine.adopt_engine(engine, settings, tiny_model)
     return settings
 
 
@@ -357,11 +357,11 @@ def test_submit_without_serve_runs_in_process_and_exits_1_when_the_batch_failed(
     from flows._prefect import OFFLINE_DEFAULTS
     from pipeline.cli.main import app
 
-    import pipeline.engine
+    import pipeline.engine.engine
 
     for key, value in OFFLINE_DEFAULTS.items():  # set here so the command's defaults leave no trace
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(pipeline.engine, "_shared", None)  # the command releases the process's engine
+    monkeypatch.setattr(pipeline.engine.engine, "_shared", None)  # the command releases the process's engine
     monkeypatch.setenv("CONTRACTSUM_MODEL", str(plain_settings.model))
     bad = empty_file(tmp_path)
     result = CliRunner().invoke(app, ["submit", str(bad), "--name", "cli-batch", "--json"])

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import golden as G
-from pipeline import quantize as Q
+from pipeline.quality import golden as G
+from pipeline.quality import quantize as Q
 from pipeline.errors import ConfigError
-from pipeline.golden import GoldenCase, GoldenSentence, SideOutput
-from pipeline.prompts import Renderer, load_template
-from pipeline.schema import CLAUSE_TYPES
+from pipeline.quality.golden import GoldenCase, GoldenSentence, SideOutput
+from pipeline.review.prompts import Renderer, load_template
+from pipeline.review.schema import CLAUSE_TYPES
 from pipeline.settings import REPO_ROOT
 from conftest import make_settings
 

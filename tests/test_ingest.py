@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest import (
+from pipeline.ingest.ingest import (
     SUPPORTED_SUFFIXES,
     Extraction,
     clean_page_text,

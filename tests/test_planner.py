@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import planner
+from pipeline.engine import planner
 from pipeline.cli.main import app
 from pipeline.errors import ConfigError
-from pipeline.planner import GB, GiB
+from pipeline.engine.planner import GB, GiB
 
 runner = CliRunner()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.chunking import render_sentences
+from pipeline.ingest.chunking import render_sentences
 from pipeline.errors import PromptError
-from pipeline.prompts import PromptTemplate, Renderer, load_template
+from pipeline.review.prompts import PromptTemplate, Renderer, load_template
 from pipeline.settings import REPO_ROOT
 
 from conftest import CORPUS
@@ -56,7 +56,7 @@ def test_fast_path_token_ids_equal_the_tokenizers_own(tiny_model):
 
 
 def test_batch_encoding_gives_each_prompt_the_tokenizers_own_ids(tiny_model, manifest):
-    from pipeline.ingest import extract
+    from pipeline.ingest.ingest import extract
 
     tpl = load_template(PROMPTS, "summarize", "v1")
     r = Renderer(tiny_model)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.errors import OutputError
-from pipeline.schema import CLAUSE_TYPES, OutputLimits, json_schema, parse_output
+from pipeline.review.schema import CLAUSE_TYPES, OutputLimits, json_schema, parse_output
 
 
 def _answer(**kw) -> str:

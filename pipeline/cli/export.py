@@ -22,9 +22,9 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File or folder (default: <home>/reports/)."),
 ) -> None:
     """Write summaries, clauses and citations (page + sentence) as JSON, CSV, Markdown or HTML."""
-    from pipeline.export import FORMATS, write_report
+    from pipeline.reports.export import FORMATS, write_report
     from pipeline.errors import ConfigError
-    from pipeline.report import build_report
+    from pipeline.reports.report import build_report
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")

@@ -99,7 +99,7 @@ def submit(
     else:
         if not as_json:
             err_console.print(f"running in this process: {'--in-process' if in_process else where.reason}", highlight=False)
-        from pipeline.engine import release_shared_engine
+        from pipeline.engine.engine import release_shared_engine
 
         try:
             with bar:

@@ -33,7 +33,7 @@ def golden(
 
     Exit 0 on PASS, 1 on FAIL, 2 for usage errors.
     """
-    from pipeline.golden import build_golden_set, golden_dir, run_golden
+    from pipeline.quality.golden import build_golden_set, golden_dir, run_golden
 
     settings = settings_from(ctx, model=model)
     if rebuild_set:
@@ -93,7 +93,7 @@ def quantize_emulate(
 
     Embeddings, norms and lm_head are copied unchanged, as vLLM's fp8 leaves them; activations stay in the engine's dtype.
     """
-    from pipeline import quantize
+    from pipeline.quality import quantize
 
     settings = settings_from(ctx, model=model)
     source = settings.resolved_model()

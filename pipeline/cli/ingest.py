@@ -93,7 +93,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """What the database holds: documents, chunks, jobs by state, summaries."""
-    from pipeline.report import status_report
+    from pipeline.reports.report import status_report
 
     settings = settings_from(ctx)
     factory = open_db(settings)

@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from pipeline import planner
+from pipeline.engine import planner
 from pipeline.cli._common import console, handle_errors, print_json
-from pipeline.planner import GB, GiB
+from pipeline.engine.planner import GB, GiB
 
 
 class DtypeChoice(str, Enum):

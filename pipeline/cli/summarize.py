@@ -32,7 +32,7 @@ def summarize(
 
     Exit 0 when every document in scope has a summary, 1 when any failed.
     """
-    from pipeline.summarize import summarize as run
+    from pipeline.review.summarize import summarize as run
 
     settings = settings_from(
         ctx, model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
@@ -75,7 +75,7 @@ def show(
 ) -> None:
     """Show one document: its summary, clauses and the cited sentences with pages."""
     from pipeline.errors import ConfigError
-    from pipeline.report import document_entry
+    from pipeline.reports.report import document_entry
 
     settings = settings_from(ctx)
     factory = open_db(settings)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU benchmark of the project's engine wrapper (``pipeline.engine.Engine``) with dummy weights.
+"""GPU benchmark of the project's engine wrapper (``pipeline.engine.engine.Engine``) with dummy weights.
 
 Runs on the GPU host after ``.gpu/d3/install.sh`` (see docs/gpu.md), or on this CPU box with
 ``--smoke`` (tiny Llama shape, float32, small lengths) to check that the script itself works:
@@ -217,7 +217,7 @@ class Child:
             self.emit("env", error=f"psutil missing: {exc}")
             return 1
         sys.path.insert(0, str(REPO_ROOT))
-        from pipeline.engine import Engine, Request, vllm_version  # noqa: PLC0415
+        from pipeline.engine.engine import Engine, Request, vllm_version  # noqa: PLC0415
 
         kw = dict(GPU_BASE)
         if self.args.smoke:

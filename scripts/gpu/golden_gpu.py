@@ -7,14 +7,14 @@ Needs only PyTorch (and transformers) on the GPU host, no vLLM:
 Three runs of the golden prompts, greedy with top-5 logprobs, on one Llama-shaped model:
 
 * ``bf16``          the baseline;
-* ``emulated-fp8``  Linear weights through e4m3 and back (``pipeline.quantize.fp8_roundtrip``),
+* ``emulated-fp8``  Linear weights through e4m3 and back (``pipeline.quality.quantize.fp8_roundtrip``),
                     BF16 GEMMs: exactly what the CPU gate's fp8 candidate runs;
 * ``real-fp8``      FP8 tensor-core GEMMs (``torch._scaled_mm``): e4m3 weights with one scale per
                     output channel and e4m3 activations with one dynamic scale per token (vLLM's
                     FP8-dynamic W8A8 scheme; ``--granularity tensor`` gives vLLM's online
                     ``quantization="fp8"``: one scale per weight tensor and per activation tensor).
 
-Each candidate is compared with the baseline by ``pipeline.golden.compare`` under
+Each candidate is compared with the baseline by ``pipeline.quality.golden.compare`` under
 ``prompts/golden/thresholds-v1.toml``; real-fp8 against emulated-fp8 shows what quantizing the
 activations adds to the weight rounding the CPU emulation covers.
 
@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from pipeline import golden as G  # noqa: E402
-from pipeline.quantize import FP8_E4M3_MAX, fp8_roundtrip, is_quantized_weight  # noqa: E402
+from pipeline.quality import golden as G  # noqa: E402
+from pipeline.quality.quantize import FP8_E4M3_MAX, fp8_roundtrip, is_quantized_weight  # noqa: E402
 
 LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
                   vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0)
@@ -137,7 +137,7 @@ def prompt_ids(gset: G.GoldenSet, tokenizer) -> list[list[int]]:
             user = user.replace("{clause_type}", case.clause_type).replace("{clause_label}", case.clause_type.replace("_", " "))
         messages = [{"role": "system", "content": t["system"]}, {"role": "user", "content": user}]
         if tokenizer is not None:
-            # As pipeline.prompts.Renderer: the chat template's text, then its tokens (it carries BOS).
+            # As pipeline.review.prompts.Renderer: the chat template's text, then its tokens (it carries BOS).
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
         else:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli.main import app
-from pipeline.ingest import extract
+from pipeline.ingest.ingest import extract
 
 SEEDS = [CORPUS / "commonpaper-mutual-nda-v1.pdf", CORPUS / "cuad-netgear-ingram-distributor-agreement.pdf"]
 SEED_BYTES = [p.read_bytes() for p in SEEDS]

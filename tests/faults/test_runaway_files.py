@@ -17,9 +17,9 @@ from badfiles import inflating_pdf, slow_pdf, text_pdf
 from conftest import CORPUS, make_settings
 from sqlalchemy import select
 
-from pipeline import ingest
+from pipeline.ingest import ingest
 from pipeline.batch import ingest_paths
-from pipeline.extractors import extract_all
+from pipeline.ingest.extractors import extract_all
 from storage.models import IngestRecord
 
 GOOD = [CORPUS / "commonpaper-mutual-nda-v1.pdf", CORPUS / "bonterms-cloud-terms-v1.pdf"]

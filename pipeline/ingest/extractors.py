@@ -27,7 +27,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from pipeline import ingest
+from pipeline.ingest import ingest
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def extract_all(
         return
     stats = stats if stats is not None else ExtractionStats()
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["pipeline.ingest", "pypdf"])  # applies when the server starts
+    ctx.set_forkserver_preload(["pipeline.ingest.ingest", "pypdf"])  # applies when the server starts
     size = max(1, min(workers, len(files)))
     window = size * WINDOW_PER_CHILD
     children: list[_Child] = []

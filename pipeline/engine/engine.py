@@ -166,7 +166,7 @@ class Engine:
     @classmethod
     def from_settings(cls, settings, model: Path, **overrides: Any) -> "Engine":
         """An engine from the settings object (``overrides`` win)."""
-        from pipeline.prompts import effective_context
+        from pipeline.review.prompts import effective_context
 
         kw: dict[str, Any] = dict(
             tensor_parallel_size=settings.tensor_parallel_size,
@@ -462,7 +462,7 @@ def release_shared_engine() -> None:
 
 
 def _config_key(settings, model: Path, overrides: dict[str, Any]) -> tuple:
-    from pipeline.prompts import effective_context
+    from pipeline.review.prompts import effective_context
 
     return (
         str(model), settings.tensor_parallel_size, effective_context(settings.max_model_len, model), settings.dtype,

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.batch import Chunker, queue_document, resolve_batch
-from pipeline.chunking import render_sentences
+from pipeline.ingest.chunking import render_sentences
 from pipeline.errors import EngineError, OutputError, PromptError
-from pipeline.prompts import PromptTemplate, Renderer, load_template
-from pipeline.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
+from pipeline.review.prompts import PromptTemplate, Renderer, load_template
+from pipeline.review.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
 from storage import repo
 from storage.db import in_transaction
@@ -176,7 +176,7 @@ class Summarizer:
             self._wave(engine, prepared, report)
 
     def _wave(self, engine, prepared: list[_Prepared], report: SummarizeReport) -> None:
-        from pipeline.engine import Request
+        from pipeline.engine.engine import Request
 
         requests = [
             Request(
@@ -425,7 +425,7 @@ def summarize(
         return report
     own = engine is None
     if own:
-        from pipeline.engine import Engine
+        from pipeline.engine.engine import Engine
 
         engine = engine_factory() if engine_factory else Engine.from_settings(settings, model_dir)
     report.engine_run_id = runner._tx(

@@ -75,7 +75,7 @@ class GoldenCase:
         return {s.ordinal: s.page for s in self.sentences}
 
     def rendered(self) -> str:
-        from pipeline.chunking import render_sentences
+        from pipeline.ingest.chunking import render_sentences
 
         return render_sentences([(s.ordinal, s.text) for s in self.sentences])
 
@@ -137,8 +137,8 @@ def build_golden_set(
     clause types. Find-clause cases: per clause type, a labelled page from another contract,
     taking the contracts in turn so the set spreads over the corpus.
     """
-    from pipeline.ingest import extract
-    from pipeline.schema import CLAUSE_TYPES
+    from pipeline.ingest.ingest import extract
+    from pipeline.review.schema import CLAUSE_TYPES
     from pipeline.settings import REPO_ROOT
 
     params = dict(params or V1_PARAMS)
@@ -236,7 +236,7 @@ def find_clause_template(gset: GoldenSet, clause_type: str):
     """The clause-finding prompt of the set, asking for ``clause_type``."""
     from pydantic import ValidationError
 
-    from pipeline.prompts import PromptTemplate
+    from pipeline.review.prompts import PromptTemplate
 
     path = gset.directory / "find_clause.toml"
     try:
@@ -254,7 +254,7 @@ def find_clause_template(gset: GoldenSet, clause_type: str):
 def case_schema(gset: GoldenSet, case: GoldenCase) -> dict[str, Any]:
     """The production answer schema for the case's sentences; a find-clause case must answer
     with exactly one finding, of the asked type."""
-    from pipeline.schema import OutputLimits, json_schema
+    from pipeline.review.schema import OutputLimits, json_schema
 
     ordinals = [s.ordinal for s in case.sentences]
     if case.kind == "summarize":
@@ -266,7 +266,7 @@ def case_schema(gset: GoldenSet, case: GoldenCase) -> dict[str, Any]:
 
 def case_prompts(gset: GoldenSet, model_dir: Path, prompts_dir: Path) -> list[CasePrompt]:
     """Every case rendered through ``model_dir``'s chat template, as the engine will see it."""
-    from pipeline.prompts import Renderer, load_template
+    from pipeline.review.prompts import Renderer, load_template
 
     renderer = Renderer(Path(model_dir))
     summarize_tpl = load_template(prompts_dir, "summarize", gset.params["summarize_template"])
@@ -310,7 +310,7 @@ class SideOutput:
 
 def run_side(engine, gset: GoldenSet, prompts: Sequence[CasePrompt], *, seed: int = 0) -> list[SideOutput]:
     """All cases in one greedy wave with top-N logprobs."""
-    from pipeline.engine import Request
+    from pipeline.engine.engine import Request
 
     requests = [
         Request(prompt_token_ids=p.token_ids, max_tokens=p.max_tokens, json_schema=p.schema, temperature=0.0,
@@ -421,7 +421,7 @@ def rouge_l_f(reference: str, candidate: str) -> float:
     return 2 * p * rec / (p + rec)
 
 
-# pipeline.schema.SENTENCE_ID, repeated so this module loads without pydantic (scripts/gpu).
+# pipeline.review.schema.SENTENCE_ID, repeated so this module loads without pydantic (scripts/gpu).
 _SENTENCE_ID = re.compile(r"^S([1-9][0-9]*)$")
 
 
@@ -660,7 +660,7 @@ def resolve_config(
     """A CONFIG string as a side: ``bf16``; ``fp8`` (``fp8:real`` / ``fp8:emulated`` to pin the
     kind); ``noise:SCALE[:SEED]``; a TOML file of engine settings; or the ``*-outputs.json`` an
     earlier run saved. ``fp8`` and ``noise`` start from the baseline's checkpoint and settings."""
-    from pipeline import quantize
+    from pipeline.quality import quantize
 
     spec = spec.strip()
     base = baseline or SideConfig("bf16", "bf16", Path(model), {"dtype": "bfloat16", "quantization": None})
@@ -863,7 +863,7 @@ def _check_saved(cfg: SideConfig, gset: GoldenSet) -> list[SideOutput]:
 
 
 def _start_engine(settings, cfg: SideConfig, gset: GoldenSet):
-    from pipeline.engine import Engine
+    from pipeline.engine.engine import Engine
 
     # Prefix caching off: a rerun must not compute cached and uncached prefixes differently.
     kw = {"max_model_len": gset.max_model_len, "enable_prefix_caching": False, **cfg.engine}

@@ -1,0 +1,1 @@
+"""Engine: the vLLM wrapper, watchdog, tensor-parallel planner."""

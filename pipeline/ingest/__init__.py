@@ -1,0 +1,1 @@
+"""Ingest: files → pages → sentences, extraction processes, chunking."""

@@ -1,0 +1,1 @@
+"""Quality: the golden check and FP8 emulation."""

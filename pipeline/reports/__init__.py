@@ -1,0 +1,1 @@
+"""Reports: read models from storage and their json/csv/md/html renderers."""

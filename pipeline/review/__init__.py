@@ -1,0 +1,1 @@
+"""Review: prompt templates, the output schema, map/reduce summarize."""
