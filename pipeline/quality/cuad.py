@@ -11,7 +11,7 @@ for 33 categories, a date, name, duration or place for 8). Definitions of every 
   all counts as not asked (predicted absent: no credit).
 - **evidence recall**: share of the lawyers' spans that overlap a sentence cited for that category;
   **evidence precision**: share of cited sentences that overlap a labelled span of that category.
-- **answer accuracy** (the 8 answer categories): share of present cases whose predicted answer equals
+- **answer accuracy** (the 8 answer categories): share of present cases with a usable CUAD answer whose predicted answer equals
   CUAD's after normalisation (dates to ISO, durations to number + unit, names folded).
 
 Text matching (:func:`overlaps`) survives the differences between CUAD's text and ours (whitespace,
@@ -315,9 +315,14 @@ def _month(word: str) -> int:
     return _MONTHS[word.rstrip(".")[:3]]
 
 
+_PARTIAL_DATE = re.compile(r"(\d{1,2}|\[\s*\])/(\d{1,2}|\[\s*\])/(\d{4}|\d{2})\b")
+_PERPETUAL = re.compile(r"\b(perpetual|perpetuity|indefinite(ly)?)\b")
+
+
 def normalize_date(text: str) -> str | None:
     """The first date in ``text`` as ISO ``YYYY-MM-DD`` (US month/day order for numeric dates, as CUAD
-    writes them), or None when there is none."""
+    writes them); ``YYYY`` or ``YYYY-MM`` for CUAD's partly blank dates (``[]/[]/2019``); ``perpetual``
+    for a term without end; None when there is none."""
     s = unicodedata.normalize("NFKC", text).casefold()
     best: tuple[int, str] | None = None
     for pattern, order in _DATE_PATTERNS:
@@ -338,7 +343,14 @@ def normalize_date(text: str) -> str | None:
             continue
         if best is None or m.start() < best[0]:
             best = (m.start(), iso)
-    return best[1] if best else None
+    if best:
+        return best[1]
+    if m := _PARTIAL_DATE.search(s):
+        y = _year(m[3])
+        return f"{y:04d}-{int(m[1]):02d}" if m[1].isdigit() else f"{y:04d}"
+    if _PERPETUAL.search(s):
+        return "perpetual"
+    return None
 
 
 def normalize_duration(text: str) -> str | None:
@@ -351,7 +363,7 @@ def normalize_duration(text: str) -> str | None:
         n = int(raw) if raw.isdigit() else _WORD_NUMBERS[raw]
         unit = _UNITS[re.sub(r"\s+", " ", m[2])]
         return f"{n} {unit}"
-    if re.search(r"\b(perpetual|perpetuity|indefinite(ly)?)\b", s):
+    if _PERPETUAL.search(s):
         return "perpetual"
     return None
 
@@ -373,35 +385,45 @@ def _place_tokens(text: str) -> set[str]:
     return {t for t in normalize_tokens(text) if t not in _PLACE_NOISE}
 
 
+def answer_key(kind: str, text: str | None) -> object | None:
+    """``text`` normalised for comparison as an answer of ``kind``; None when nothing usable is in it
+    (CUAD leaves some answers blank or redacted, ``[]/[]/[]``: those cases are not answer-scored)."""
+    if not text:
+        return None
+    if kind == "date":
+        return normalize_date(text)
+    if kind == "duration":
+        return normalize_duration(text)
+    if kind == "place":
+        return frozenset(_place_tokens(text)) or None
+    if kind == "party":
+        return frozenset(fold_name(text)) or None
+    return fold_name(text) or None
+
+
 def answers_match(kind: str, predicted: str | None, expected: str | None) -> bool:
     """Whether a predicted answer equals CUAD's after normalising both for the answer ``kind``.
 
-    date: same ISO date (or both say perpetual). duration: same number and unit (or both perpetual).
-    place: the same place words once "State of", "laws of", country words are dropped (one side may
-    add a country: "Delaware" = "Delaware, USA"). party: token F1 of the folded names >= 0.5.
-    text: the folded token sequences are equal.
+    date: the same ISO date (a partial CUAD date, ``[]/[]/2019``, matches any date it is a prefix of),
+    or both perpetual. duration: the same number and unit, or both perpetual. place: the same place
+    words once "State of", "laws of", country words are dropped (one side may add to the other:
+    "Delaware" = "Delaware, USA"). party: token F1 of the folded names >= 0.5 (legal forms such as Inc.
+    ignored). text: the folded token sequences are equal.
     """
-    if not predicted or not expected:
+    p, e = answer_key(kind, predicted), answer_key(kind, expected)
+    if p is None or e is None:
         return False
     if kind == "date":
-        p, e = normalize_date(predicted), normalize_date(expected)
-        if p is None and e is None:
-            return fold_name(predicted) == fold_name(expected) and bool(fold_name(expected))
-        return p is not None and p == e
-    if kind == "duration":
-        p, e = normalize_duration(predicted), normalize_duration(expected)
-        return p is not None and p == e
+        return p == e or (len(e) < 10 and e != "perpetual" and str(p).startswith(e))
     if kind == "place":
-        p, e = _place_tokens(predicted), _place_tokens(expected)
-        return bool(p) and bool(e) and (p <= e or e <= p)
+        return p <= e or e <= p
     if kind == "party":
-        p, e = set(fold_name(predicted)), set(fold_name(expected))
         common = len(p & e)
         if not common:
             return False
         precision, recall = common / len(p), common / len(e)
         return 2 * precision * recall / (precision + recall) >= 0.5
-    return bool(fold_name(expected)) and fold_name(predicted) == fold_name(expected)
+    return p == e
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,7 +440,7 @@ class CategoryScore:
     spans_hit: int = 0
     cited: int = 0  # sentences cited by found predictions
     cited_hit: int = 0
-    answers: int = 0  # present cases of an answer category
+    answers: int = 0  # present cases of an answer category where CUAD gives a usable answer
     answers_right: int = 0
     answer_category: bool = False
 
@@ -513,7 +535,7 @@ def score(
                 s.spans_hit += sum(1 for sp in span_tokens if any(overlaps_tokens(sp, c) for c in cited))
             s.cited += len(cited)
             s.cited_hit += sum(1 for c in cited if any(overlaps_tokens(c, sp) for sp in span_tokens))
-            if present and cat in ANSWER_KINDS:
+            if present and cat in ANSWER_KINDS and answer_key(ANSWER_KINDS[cat], label.answer) is not None:
                 s.answers += 1
                 if found and answers_match(ANSWER_KINDS[cat], pred.answer, label.answer):
                     s.answers_right += 1
