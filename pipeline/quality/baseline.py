@@ -48,13 +48,15 @@ def _first_duration(sentences: list[str]) -> str | None:
 
 
 _LAW = re.compile(
-    r"laws?\s+(?:of|in)\s+(?:the\s+)?(?:state\s+of\s+|commonwealth\s+of\s+|province\s+of\s+)?"
+    r"(?i:laws?\s+(?:of|in)\s+(?:the\s+)?(?:(?:state|commonwealth|province|republic|federal\s+republic)\s+of\s+)?)"
     r"([A-Z][A-Za-z.]*(?:\s+[A-Z][A-Za-z.]*){0,3})"
 )
+_INCORPORATION = re.compile(r"\b(organi[sz]ed|incorporated|existing|formed)\b", _F)
 
 
 def _place(sentences: list[str]) -> str | None:
-    for s in sentences:
+    # Where a company is incorporated is not the contract's governing law.
+    for s in sorted(sentences, key=lambda x: bool(_INCORPORATION.search(x))):
         for m in _LAW.finditer(s):
             place = re.sub(r"\s+(?:and|without|applicable|as|which|that|excluding)\b.*$", "", m[1]).strip(" .,")
             if place and place.casefold() not in {"united", "the"}:
@@ -70,13 +72,28 @@ def _title(sentences: list[str]) -> str | None:
     return None
 
 
+_COMPANY = re.compile(
+    r"((?:[A-Z][\w&'.-]*\s+){0,5}[A-Z][\w&'.-]*,?\s+(?:Inc|LLC|L\.L\.C|Ltd|Corporation|Corp|Company|Limited|L\.?P|GmbH|plc|S\.A|N\.V|B\.V|AG)\b\.?)"
+)
+
+
+def _parties(sentences: list[str]) -> str | None:
+    names: list[str] = []
+    for s in sentences:
+        for m in _COMPANY.finditer(s):
+            name = re.sub(r"^(?:This|The|By|And|Between|Among|Agreement)\s+", "", m[1].strip(), flags=_F)
+            if name not in names:
+                names.append(name)
+    return "; ".join(names[:4]) or None
+
+
 _NUM = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirty|sixty|ninety)"
 
 # CUAD column name -> rule. The expressions follow each category's description in CUAD's README.
 RULES: dict[str, Rule] = {
     "Document Name": _r(r"\b(agreement|contract|amendment|addendum)\b", head=8, max_citations=1, answer=_title),
     "Parties": _r(r"\b(by and between|between|among)\b.*\b(inc|llc|ltd|corporation|corp|company|limited|l\.?p|gmbh|plc|s\.a)\b"
-                  r"|\(\s*[\"'\u201c]\w+[\"'\u201d]\s*\)", head=25, max_citations=3),
+                  r"|\(\s*[\"'\u201c]\w+[\"'\u201d]\s*\)", head=25, max_citations=3, answer=_parties),
     "Agreement Date": _r(r"\b(dated|made|entered into|effective)\b.*\b(\d{4})\b|\bas of\b.*\b\d{4}\b|\bday of\b\s+\w+,?\s+\d{4}",
                          head=12, max_citations=1, answer=_first_date),
     "Effective Date": _r(r"\beffective\s+(date|as of|on|upon)\b|\bshall (become|be) effective\b|\bcommenc\w+ on\b",
@@ -89,7 +106,8 @@ RULES: dict[str, Rule] = {
     "Notice Period To Terminate Renewal": _r(
         r"\b(not to renew|non-?renewal|intention not to|elects? not to|prior to the (end|expiration) of the (then[- ]current|initial|renewal)"
         r"|unless (either|a|one) party (gives|provides|notifies))\b", max_citations=2, answer=_first_duration),
-    "Governing Law": _r(r"\b(governed by|construed (in accordance with|under)|governing law|laws of the state)\b",
+    "Governing Law": _r(r"\bgovern(ed|s|ing)?\b.{0,100}\blaws?\b|\blaws?\b.{0,100}\bgovern|\b(construed|interpreted|enforced)\b.{0,60}"
+                        r"\b(accordance with|under|by) the laws?\b|\bgoverning law\b",
                         max_citations=2, answer=_place),
     "Most Favored Nation": _r(r"most favou?red|(no less|not less|at least as) favou?rable\b.*\b(terms|price|pricing)"
                               r"|\b(better|lower|more favou?rable) (terms|price|pricing)\b.*\b(third part|other|any)"),
@@ -160,7 +178,14 @@ def _predict(rule: Rule, sentences: Sequence[str]) -> Prediction:
     hits = [s for s in pool if rule.pattern.search(s)]
     if not hits:
         return Prediction(status="not_found")
-    answer = rule.answer(hits) if rule.answer else None
+    answer = None
+    if rule.answer:
+        index = {id(s): i for i, s in enumerate(sentences)}
+        context: list[str] = []
+        for h in hits:
+            i = index[id(h)]
+            context += [x for x in sentences[i : i + 2] if x not in context]
+        answer = rule.answer(hits) or rule.answer(context)
     return Prediction(status="found", answer=answer, citations=hits[: rule.max_citations])
 
 
