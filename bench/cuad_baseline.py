@@ -20,7 +20,13 @@ from pathlib import Path
 
 from pipeline.ingest import ingest
 from pipeline.quality.baseline import baseline_predictions
-from pipeline.quality.cuad import all_present, load_cuad, normalize_tokens, overlaps_tokens, score
+from pipeline.quality.cuad import (
+    all_present,
+    load_cuad,
+    normalize_tokens,
+    overlaps_tokens,
+    score,
+)
 
 
 def _sentences(contracts) -> tuple[dict[str, list[str]], list[str]]:

@@ -115,14 +115,14 @@ SPAN = ("The Sponsor shall not assign this Agreement or any of its rights hereun
     "ours",
     [
         # line breaks and doubled spaces, as PDF text comes out
-        "The Sponsor shall not assign this\nAgreement or any of its  rights hereunder without the prior written "
-        "consent of Tickets.com, which consent shall not be unreasonably withheld.",
+        ("The Sponsor shall not assign this\nAgreement or any of its  rights hereunder without the prior written "
+        "consent of Tickets.com, which consent shall not be unreasonably withheld."),
         # hyphenation at a line end
-        "The Sponsor shall not as-\nsign this Agreement or any of its rights hereunder without the prior writ-\nten "
-        "consent of Tickets.com, which consent shall not be unreasonably withheld.",
+        ("The Sponsor shall not as-\nsign this Agreement or any of its rights hereunder without the prior writ-\nten "
+        "consent of Tickets.com, which consent shall not be unreasonably withheld."),
         # case and curly quotes / dashes / ligature
-        "THE SPONSOR SHALL NOT ASSIGN THIS AGREEMENT OR ANY OF ITS RIGHTS HEREUNDER \u2014 WITHOUT THE PRIOR WRITTEN "
-        "CONSENT OF TICKETS.COM, WHICH CONSENT SHALL NOT BE UNREASONABLY WITHHELD.",
+        ("THE SPONSOR SHALL NOT ASSIGN THIS AGREEMENT OR ANY OF ITS RIGHTS HEREUNDER \u2014 WITHOUT THE PRIOR WRITTEN "
+        "CONSENT OF TICKETS.COM, WHICH CONSENT SHALL NOT BE UNREASONABLY WITHHELD."),
         # our sentence is only part of CUAD's span (a sentence split inside it)
         "The Sponsor shall not assign this Agreement or any of its rights hereunder",
         # our sentence is longer than the span (the span is a clause fragment)
@@ -244,7 +244,8 @@ def test_scoring_nothing_is_an_error():
 def test_cuad_playbook_has_one_clause_per_cuad_column_with_the_agreed_kinds():
     data = tomllib.loads(PLAYBOOK.read_text(encoding="utf-8"))
     assert data["name"] == "cuad" and data["version"] and "CC BY 4.0" in data["attribution"]
-    header = next(csv.reader(open(EXAMPLES / "master_clauses.csv", encoding="utf-8", newline="")))
+    with open(EXAMPLES / "master_clauses.csv", encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f))
     categories = [h for h in header[1:] if not re.search(r"-\s*Answer$", h)]
     clauses = data["clause"]
     assert [c["cuad_category"] for c in clauses] == categories and len(clauses) == 41

@@ -14,7 +14,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.quality.cuad import CuadContract, Prediction, normalize_date, normalize_duration
+from pipeline.quality.cuad import (
+    CuadContract,
+    Prediction,
+    normalize_date,
+    normalize_duration,
+)
 
 _F = re.IGNORECASE
 

@@ -324,8 +324,8 @@ def to_html(m: Matrix) -> str:
         f"<title>{_h(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>{_h(title)}</h1>",
         f'<p class="meta">Batch: {_h(m.batch or "all")} · {len(m.rows)} contracts · {len(m.columns)} clause types</p>',
-        '<form class="filter"><label>Contracts where <select id="f-col">'
-        '<option value="">(any clause)</option>',
+        ('<form class="filter"><label>Contracts where <select id="f-col">'
+        '<option value="">(any clause)</option>'),
     ]
     out += [f'<option value="{_h(c.id)}">{_h(c.label)}</option>' for c in m.columns]
     out.append('</select></label> is <select id="f-status">')
