@@ -32,10 +32,12 @@ class Rule:
     # Cite at most this many sentences (the first matches in document order).
     max_citations: int = 5
     answer: Callable[[list[str]], str | None] | None = None
+    # A sentence matching this is not a hit even if ``pattern`` matches (negations, look-alike terms).
+    exclude: re.Pattern[str] | None = None
 
 
-def _r(pattern: str, **kw) -> Rule:
-    return Rule(re.compile(pattern, _F), **kw)
+def _r(pattern: str, exclude: str | None = None, **kw) -> Rule:
+    return Rule(re.compile(pattern, _F), exclude=re.compile(exclude, _F) if exclude else None, **kw)
 
 
 def _first_date(sentences: list[str]) -> str | None:
@@ -120,7 +122,7 @@ RULES: dict[str, Rule] = {
         r"\b(notwithstanding|except|shall not (prevent|restrict|prohibit|apply)|nothing in this)\b.*"
         r"\b(compet\w*|exclusiv\w*|solicit\w*)\b"),
     "Non-Compete": _r(r"\bnon-?compet\w*|\bnot\b.{0,60}\b(compet\w+|competitive product|competing)\b|\b(engage|participate) in\b.{0,60}\bcompet"),
-    "Exclusivity": _r(r"\bexclusiv\w*\b(?!.{0,20}\blicen)|\bsole (and exclusive )?(supplier|distributor|provider|source)\b"
+    "Exclusivity": _r(r"(?<!non-)(?<!non)\bexclusiv\w*\b(?!.{0,20}\blicen)(?! of\b)|\bsole (and exclusive )?(supplier|distributor|provider|source)\b"
                       r"|\ball (of )?(its|their) requirements\b"),
     "No-Solicit Of Customers": _r(r"\bsolicit\w*\b.{0,120}\b(customer|client|distributor|supplier|account)s?\b"
                                   r"|\b(customer|client)s?\b.{0,80}\bsolicit"),
@@ -135,13 +137,13 @@ RULES: dict[str, Rule] = {
                             r"|\b(all or substantially all|sale of all)\b.{0,40}\b(assets|business|stock)\b"),
     "Anti-Assignment": _r(r"\b(assign\w*|transfer\w*|delegat\w*)\b.{0,150}\b(without the (prior )?(written )?consent|consent of)"
                           r"|\bmay not\b.{0,30}\bassign|\bshall not\b.{0,40}\bassign|\bnot (be )?assignable\b|\bnon-?assignable\b"),
-    "Revenue/Profit Sharing": _r(r"\broyalt(y|ies)\b|\b(revenue|profit)s?[- ]shar\w*|\bshare of (the )?(revenue|profit|net|gross)"
+    "Revenue/Profit Sharing": _r(r"\broyalt(y|ies)\b(?![- ]free)|\b(revenue|profit)s?[- ]shar\w*|\bshare of (the )?(revenue|profit|net|gross)"
                                  r"|\b\d+(\.\d+)?\s*%\s*(of|on)\s*(the\s+)?(net|gross|all)\s+(revenue|sales|receipts|profit|income)"
-                                 r"|\bcommission\w*\b"),
+                                 r"|(?-i:\bcommissions?\b)"),
     "Price Restrictions": _r(r"\b(price|prices|pricing|fees?)\b.{0,80}\b(shall not|may not|will not)\b.{0,30}\b(increase|exceed|change|raise)"
                              r"|\b(not|no) (be )?(increase|raise)\w*.{0,40}\b(price|fee)s?|\bprice (protection|increase|adjustment)s?\b"),
     "Minimum Commitment": _r(r"\bminimum (purchase|order|quantity|quantities|volume|commitment|annual|amount|number|royalt|payment|sales|fee)"
-                             r"|\bat least\b.{0,40}\b(units|per (year|month|quarter)|orders?)\b|\b(purchase|order|buy)\b.{0,40}\bnot less than\b"),
+                             r"|\b(guaranteed )?minimum (of \d|number of|threshold)|\bat least\b.{0,40}\b(units|per (year|month|quarter)|orders?)\b|\b(purchase|order|buy)\b.{0,40}\bnot less than\b"),
     "Volume Restriction": _r(r"\b(exceed\w*|in excess of|more than|additional)\b.{0,60}\b(users?|units|volume|capacity|usage|licenses|seats|cap)\b"
                              r".{0,80}\b(fee|charge|consent|approv|pay|additional)|\bvolume (limit|restriction|cap)"),
     "Ip Ownership Assignment": _r(r"\b(hereby assigns?|shall assign|agrees to assign|assigns? and transfers?|shall (be|become|remain) the "
@@ -150,8 +152,9 @@ RULES: dict[str, Rule] = {
     "License Grant": _r(r"\b(hereby )?grants?\b.{0,120}\blicen[cs]e|\blicen[cs]e (is )?(granted|to use)\b|\bsub-?licen[cs]e\b"),
     "Non-Transferable License": _r(r"\bnon-?transferable|\bnot transferable|\bnon-?sub-?licensable|\bwithout the right to (sub-?licen|transfer)"
                                    r"|\blicen[cs]e\b.{0,120}\b(may not|shall not)\b.{0,40}\b(transfer|assign|sub-?licen)"),
-    "Affiliate License-Licensor": _r(r"\b(affiliates?|subsidiar(y|ies))\b.{0,80}\b(grant|licen[cs]e)\w*\b.{0,80}\b(to|licensee)\b"
-                                     r"|\blicensor and its affiliates\b|\bowned or controlled by (licensor|company)\b"),
+    "Affiliate License-Licensor": _r(r"\b(on behalf of|for) itself and (on behalf of )?its affiliates\b.{0,120}\b(grant|licen[cs]e)"
+                                     r"|\b(grant\w*|licen[cs]e\w*)\b.{0,150}\b(owned|controlled|licensable|held)\b.{0,40}\b(by )?(its|their|any of its)"
+                                     r" affiliates\b"),
     "Affiliate License-Licensee": _r(r"\blicen[cs]e\w*\b.{0,150}\b(to|for|by)\b.{0,40}\b(its |their )?(affiliates|subsidiaries)\b"
                                      r"|\b(licensee|distributor|company)'?s? (affiliates|subsidiaries)\b.{0,80}\b(use|licen)"),
     "Unlimited/All-You-Can-Eat-License": _r(r"\bunlimited\b.{0,60}\b(licen|use|number|copies|users)|\ball[- ]you[- ]can[- ]eat\b"
@@ -163,24 +166,30 @@ RULES: dict[str, Rule] = {
                                     r"\b(continue to|transition|wind[- ]down|sell[- ]off|support|services|return|deliver|complete|fulfil)"),
     "Audit Rights": _r(r"\baudit\w*\b|\b(inspect|examine|review)\w*\b.{0,60}\b(books|records|accounts)\b"),
     "Uncapped Liability": _r(r"\b(shall not|will not|does not|not) (apply|limit)\b.{0,80}\b(indemnif|gross negligence|willful|wilful|breach of"
-                             r" confidential|fraud)|\b(exclusion|limitation)s? (of|on) liability\b.{0,120}\b(shall not apply|do not apply|except)"),
+                             r" confidential|fraud)|\b(exclusion|limitation)s? (of|on) liability\b.{0,120}\b(shall not apply|do not apply|except)"
+                             r"|\b(except|excluding|other than|save)\b.{0,150}\b(indemnif\w*|confidentiality|gross negligence|wil+ful|infring\w*)"
+                             r"\b.{0,200}\b(liab\w*|damages)\b"),
     "Cap On Liability": _r(r"\b(liability|liable)\b.{0,200}\b(shall not exceed|not to exceed|in no event exceed|limited to|in excess of"
                            r"|exceed the (total|amount|aggregate|fees)|maximum)|\bin no event shall\b.{0,80}\bliab"
-                           r"|\b(aggregate|total|cumulative) liability\b"),
-    "Liquidated Damages": _r(r"\bliquidated damages\b|\b(termination|cancellation|break[- ]up|early termination) (fee|charge|payment)\b"
-                             r"|\bpenalt(y|ies)\b"),
+                           r"|\b(aggregate|total|cumulative) liability\b|\b(consequential|indirect|incidental|special|punitive)\b.{0,80}\bdamages\b"
+                           r"|\b(action|claim)s?\b.{0,80}\b(may|shall|must) (not )?be (brought|commenced)\b.{0,80}\b(years?|months?)\b"),
+    "Liquidated Damages": _r(r"\bliquidated damages\b|\b(termination|cancellation|break[- ]up|early termination|kill) (fee|charge|payment)\b"),
     "Warranty Duration": _r(r"\bwarrant\w*\b.{0,120}\b(for a period of|period of|months?|years?|days?) (from|after|following|of)"
                             r"|\bwarranty period\b"),
     "Insurance": _r(r"\binsurance\b|\binsured\b|\binsurer\b"),
-    "Covenant Not To Sue": _r(r"\b(not to|never|shall not|will not)\b.{0,40}\b(sue|bring (any )?(action|claim|suit)|contest|challenge)\b"
-                              r".{0,120}\b(validity|ownership|intellectual|trademark|patent|right|title)|\bcovenants? not to sue\b"),
-    "Third Party Beneficiary": _r(r"\bthird[- ]party beneficiar\w*|\bno (other )?(person|party|third party)\b.{0,60}\b(right|benefit|remed)"),
+    "Covenant Not To Sue": _r(r"\b(not to|never|shall not|will not|agrees? not)\b.{0,60}\b(sue|bring (any )?(action|claim|suit)|contest|challenge"
+                              r"|dispute|attack|oppose)\b.{0,160}\b(validity|ownership|intellectual|trademarks?|patents?|marks?|rights?|title)"
+                              r"|\bcovenants? not to sue\b|\b(challeng\w*|contest\w*|question\w*|impair\w*|adversely affect\w*)\b.{0,60}\bvalidity\b"
+                              r"|\binconsistent with\b.{0,80}\bownership\b"),
+    "Third Party Beneficiary": _r(r"\bthird[- ]party beneficiar\w*|\bintended beneficiar\w*|\bentitled to enforce\b",
+                                  exclude=r"\bno\b.{0,30}\bbeneficiar|\bnot\b.{0,80}\bbeneficiar|\bnothing\b.{0,120}\bbeneficiar"
+                                  r"|^\W*[\d.]*\s*third[- ]party beneficiar\w*\W*$"),
 }
 
 
 def _predict(rule: Rule, sentences: Sequence[str]) -> Prediction:
     pool = sentences if rule.head is None else sentences[: rule.head]
-    hits = [s for s in pool if rule.pattern.search(s)]
+    hits = [s for s in pool if rule.pattern.search(s) and not (rule.exclude and rule.exclude.search(s))]
     if not hits:
         return Prediction(status="not_found")
     answer = None
