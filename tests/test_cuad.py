@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.ingest import ingest
-from pipeline.quality.baseline import RULES, baseline_predictions
+from pipeline.quality.baseline import RULES, baseline_predictions, rule_hits
 from pipeline.quality.cuad import (
     ANSWER_KINDS,
     CuadContract,
@@ -290,3 +290,10 @@ def test_every_labelled_span_of_the_shipped_contracts_matches_one_of_our_pdf_sen
     assert len(spans) > 20
     missed = [(name, s) for name, s in spans if not any(overlaps(s, ours) for ours in sentences[name])]
     assert not missed
+
+
+def test_rule_hits_are_the_sentences_the_baseline_cites(contracts, sentences):
+    name = next(c.name for c in contracts if c.name.startswith("TICKETSCOM"))
+    hits = rule_hits("Anti-Assignment", sentences[name])
+    assert hits and [sentences[name][i] for i in hits][:5] == baseline_predictions(contracts, sentences)[name]["Anti-Assignment"].citations
+    assert rule_hits("Not A CUAD Category", sentences[name]) == []

@@ -187,9 +187,23 @@ RULES: dict[str, Rule] = {
 }
 
 
+def rule_hits(category: str, sentences: Sequence[str]) -> list[int]:
+    """Indices of the sentences the keyword rule for ``category`` matches (empty for a category without
+    a rule): cheap candidates a model can be asked to judge and cite among."""
+    rule = RULES.get(category)
+    if rule is None:
+        return []
+    pool = sentences if rule.head is None else sentences[: rule.head]
+    return [i for i, s in enumerate(pool) if _hit(rule, s)]
+
+
+def _hit(rule: Rule, sentence: str) -> bool:
+    return bool(rule.pattern.search(sentence)) and not (rule.exclude and rule.exclude.search(sentence))
+
+
 def _predict(rule: Rule, sentences: Sequence[str]) -> Prediction:
     pool = sentences if rule.head is None else sentences[: rule.head]
-    hits = [s for s in pool if rule.pattern.search(s) and not (rule.exclude and rule.exclude.search(s))]
+    hits = [s for s in pool if _hit(rule, s)]
     if not hits:
         return Prediction(status="not_found")
     answer = None
