@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from pipeline.quality.cuad import ANSWER_KINDS, read_master_clauses
 from pipeline.reports.export import _FORMULA_PREFIXES, _h
 
 CellStatus = Literal["found", "not_found", "not_asked", "failed"]
@@ -153,8 +154,6 @@ def from_cuad_csv(
     texts come back without page or sentence id (the layout has no place for them). Headers not in
     ``columns`` are ignored.
     """
-    from pipeline.quality.cuad import ANSWER_KINDS, read_master_clauses
-
     rows = read_master_clauses(source, text=text)
     if columns is None:
         names = list(rows[0][1]) if rows else []
