@@ -284,6 +284,17 @@ def summary_for(session: Session, document_id: int, prompt_version: str) -> Summ
     )
 
 
+def summary_for_playbook(session: Session, document_id: int, playbook: str, version: str) -> Summary | None:
+    """The latest summary of ``document_id`` made with playbook ``playbook`` at ``version`` (any prompt
+    version); summaries stored before playbooks (NULL) count as default@1."""
+    cond = and_(Summary.playbook == playbook, Summary.playbook_version == version)
+    if (playbook, version) == ("default", "1"):
+        cond = or_(cond, Summary.playbook.is_(None))
+    return session.scalar(
+        select(Summary).where(Summary.document_id == document_id, cond).order_by(Summary.id.desc()).limit(1)
+    )
+
+
 def latest_summary(session: Session, document_id: int) -> Summary | None:
     return session.scalar(
         select(Summary).where(Summary.document_id == document_id).order_by(Summary.id.desc()).limit(1)

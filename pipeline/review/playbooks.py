@@ -201,7 +201,7 @@ def _field_name(raw: dict, loc: tuple) -> str:
         else:
             parts.append(str(part))
             node = node.get(part) if isinstance(node, dict) else None
-    return ".".join(parts) or "(file)"
+    return ".".join(parts) or "clause"  # the one whole-file check is on the clause list (unique ids)
 
 
 def playbook_for(settings, override: "str | Path | Playbook | None" = None) -> Playbook:

@@ -41,6 +41,7 @@ class SummarizeReport:
     seconds: float = 0.0
     engine_seconds: float = 0.0
     nothing_to_do: bool = False
+    playbook: str = ""  # name@version
 
     @property
     def tokens_per_second(self) -> float:
@@ -60,6 +61,7 @@ class SummarizeReport:
             "seconds": round(self.seconds, 3),
             "output_tokens_per_second": round(self.tokens_per_second, 2),
             "nothing_to_do": self.nothing_to_do,
+            "playbook": self.playbook,
         }
 
 
@@ -438,7 +440,7 @@ def summarize(
     book = playbook_for(settings, playbook)
     chunker = Chunker.for_model(settings, model_dir, book)
     runner = Summarizer(factory, settings, chunker=chunker, owner=owner, on_progress=on_progress, playbook=book)
-    report = SummarizeReport()
+    report = SummarizeReport(playbook=f"{book.name}@{book.version}")
     report.documents = runner.queue(batch=batch, document_ids=document_ids)
     if not runner.has_ready_work(report.documents):
         report.nothing_to_do = True
