@@ -14,7 +14,7 @@ For each: wall seconds, prompt tokens, prefilled tokens (prompt tokens minus tho
 its prefix cache, as it reports per request in ``RequestOutput.num_cached_tokens``) and the hit rate.
 Target: (b) wall <= 2x (a) wall.
 
-    python -m bench.review [--docs 2] [--playbook cuad|PATH] [--no-naive] [--json]
+    python -m bench.review [--docs 2] [--repeat 3] [--playbook cuad|PATH] [--no-naive] [--json]
 
 vLLM spawns its engine process, so this must run as a script (``__main__`` guard).
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -106,6 +107,11 @@ def _review(engine, tap: CacheTap, root: Path, name: str, playbook: str, model: 
             "retries": done.retries, "clause_rows": statuses, **tap.numbers(), "_settings": settings, "_factory": factory}
 
 
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time (its token counts belong to it)."""
+    return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+
+
 def _question_requests(settings, factory, model: Path) -> list:
     """Per-question prompts over the chunks the cuad run made: the contract excerpt first (the
     shared prefix), then one clause type's question, each answered in a small schema."""
@@ -172,7 +178,7 @@ def _loop(engine, tap: CacheTap, requests: list) -> dict[str, Any]:
     return {"wall": time.perf_counter() - t0, **tap.numbers()}
 
 
-def run(*, docs: int = 2, playbook: str = "cuad", naive: bool = True) -> tuple[list[Row], dict[str, Any]]:
+def run(*, docs: int = 2, playbook: str = "cuad", naive: bool = True, repeat: int = 3) -> tuple[list[Row], dict[str, Any]]:
     from pipeline.engine.engine import Engine
     from pipeline.review.playbooks import load_playbook
 
@@ -187,15 +193,24 @@ def run(*, docs: int = 2, playbook: str = "cuad", naive: bool = True) -> tuple[l
     try:
         # Warm-up (not measured): first requests pay one-off compilation of the grammar backend.
         _review(on, tap, root, "warmup", "default", model, files[:1])
-        default = _review(on, tap, root, "default", "default", model, files)
-        cuad = _review(on, tap, root, "cuad", playbook, model, files)
-        questions = _question_requests(cuad.pop("_settings"), cuad.pop("_factory"), model)
+        rounds: list[tuple[dict, dict]] = []
+        for i in range(repeat):  # alternating order cancels drift of the shared machine's load
+            pair = [("default", "default"), ("cuad", playbook)]
+            if i % 2:
+                pair.reverse()
+            got = {name: _review(on, tap, root, f"{name}{i}", book_ref, model, files) for name, book_ref in pair}
+            rounds.append((got["default"], got["cuad"]))
+        default, cuad = _median_round([r[0] for r in rounds]), _median_round([r[1] for r in rounds])
+        questions = _question_requests(rounds[-1][1]["_settings"], rounds[-1][1]["_factory"], model)
         wave = _wave(on, tap, questions)
     finally:
         on.shutdown()
-    for r in (default, cuad):
-        r.pop("_settings", None), r.pop("_factory", None)
-    detail.update(default=default, cuad=cuad, per_question_wave=wave)
+    for d, c in rounds:
+        for r in (d, c):
+            r.pop("_settings", None), r.pop("_factory", None)
+    round_ratios = [c["wall"] / d["wall"] for d, c in rounds]
+    detail.update(default=default, cuad=cuad, per_question_wave=wave, rounds=[{"default": d, "cuad": c} for d, c in rounds],
+                  round_wall_ratios=[round(x, 3) for x in round_ratios])
     loop = None
     if naive:
         off = Engine(model, **ENGINE_KW, enable_prefix_caching=False)
@@ -205,11 +220,12 @@ def run(*, docs: int = 2, playbook: str = "cuad", naive: bool = True) -> tuple[l
         finally:
             off.shutdown()
         detail["naive_loop_prefix_off"] = loop
-    ratio = cuad["wall"] / default["wall"]
+    ratio = statistics.median(round_ratios)
     rows = [
         Row(f"{book.name} ({len(book.clauses)} types) vs default (7): review wall", cuad["wall"], default["wall"], "s", ratio,
             f"<= {GOAL_RATIO}", ratio <= GOAL_RATIO,
-            note=f"one structured prompt per chunk; {cuad['prompts']} vs {default['prompts']} prompts"),
+            note=f"median of {repeat} rounds (median of each round's ratio); one structured prompt per chunk; "
+                 f"{cuad['prompts']} vs {default['prompts']} prompts"),
         Row(f"{book.name} vs default: prefilled tokens", cuad["prefilled_tokens"], default["prefilled_tokens"], "tokens",
             cuad["prefilled_tokens"] / max(default["prefilled_tokens"], 1),
             note=f"prefix-cache hit rate {cuad['prefix_cache_hit_rate']} vs {default['prefix_cache_hit_rate']}"),
@@ -237,10 +253,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=2, help="how many of the shortest corpus contracts")
     ap.add_argument("--playbook", default="cuad", help="the many-type playbook (name or .toml path)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of default vs cuad (medians)")
     ap.add_argument("--no-naive", action="store_true", help="skip the per-question loop on a prefix-cache-off engine")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = ap.parse_args()
-    rows, detail = run(docs=args.docs, playbook=args.playbook, naive=not args.no_naive)
+    rows, detail = run(docs=args.docs, playbook=args.playbook, naive=not args.no_naive, repeat=args.repeat)
     emit(rows, detail, as_json=args.json)
 
 
