@@ -266,3 +266,33 @@ def test_a_summary_stored_before_playbooks_reads_as_default_with_absent_types_no
     cells = m.rows[0].cells
     assert cells["termination"].status == "found" and cells["termination"].finding == "On notice."
     assert {cells[t].status for t in CLAUSE_TYPES if t != "termination"} == {"not_found"}
+
+
+def test_the_matrix_renderings_keep_found_not_found_and_not_asked_apart(tmp_path, factory):
+    """The same three states through the matrix files (renderers: pipeline/reports/matrix.py)."""
+    from pipeline.reports.matrix import to_csv, to_html, to_json
+    from pipeline.reports.portfolio import build_matrix, write_matrix
+    from pipeline.review.summarize import store_summary
+
+    asked = load_playbook(write_playbook(tmp_path / "a", "asked"))
+    wider = load_playbook(write_playbook(tmp_path / "w", "asked", GOOD.format(name="asked") + (
+        '[[clause]]\nid = "audit"\nlabel = "Audit rights"\nkind = "yes_no"\nquestion = "Audit?"\n')))
+    result = ContractSummary.model_validate(
+        {"summary": "s", "parties": [], "dates": [],
+         "clauses": [{"type": "law", "finding": "Delaware law.", "answer": "Delaware", "citations": ["S2"]}]}
+    )
+    with factory.begin() as s:
+        doc = _store_document(s)
+        store_summary(s, doc.id, asked.review_key("v1"), result, engine_run_id=None, chunks=1, playbook=asked)
+    with factory() as s:
+        m = build_matrix(s, batch="b1", playbook=wider)
+    (row,) = csv.DictReader(io.StringIO(to_csv(m)))
+    assert (row["Cap On Liability-Answer"], row["Governing law-Answer"], row["Audit rights-Answer"]) == ("No", "Delaware", "[not asked]")
+    assert row["Governing law"] == repr(["Delaware law governs."]) and row["Cap On Liability"] == "[]"
+    data = json.dumps(json.loads(to_json(m)))
+    assert '"not_found"' in data and '"not_asked"' in data and '"found"' in data
+    html = to_html(m)
+    assert "not found" in html and "not asked" in html
+    for fmt in ("csv", "json", "html", "xlsx"):
+        path = write_matrix(m, fmt, tmp_path / f"m.{fmt}")
+        assert path.stat().st_size > 0 and (path.stat().st_mode & 0o777) == 0o600
