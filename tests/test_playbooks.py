@@ -296,3 +296,17 @@ def test_the_matrix_renderings_keep_found_not_found_and_not_asked_apart(tmp_path
     for fmt in ("csv", "json", "html", "xlsx"):
         path = write_matrix(m, fmt, tmp_path / f"m.{fmt}")
         assert path.stat().st_size > 0 and (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_bad_playbook_flag_stops_summarize_before_any_engine_with_the_file_and_field(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    bad = write_playbook(tmp_path, "bad", GOOD.format(name="bad").replace('kind = "place"', 'kind = "colour"'))
+    ran = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "summarize", "--playbook", str(bad)])
+    assert ran.exit_code == 1
+    assert str(bad) in ran.output and "clause[1] (law).kind" in ran.output
+    shown = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "config", "--json"], env={"CONTRACTSUM_PLAYBOOK": "mine"})
+    assert shown.exit_code == 0
+    assert json.loads(shown.output)["playbook"] == {"value": "mine", "source": "env CONTRACTSUM_PLAYBOOK"}
