@@ -1,6 +1,6 @@
 """Every benchmark, one table: name, ours, baseline, ratio, goal, met?
 
-    python -m bench.run                                  # ingest, chunking, engine, scale at 1,000
+    python -m bench.run                                  # ingest, chunking, engine, review, scale at 1,000
     python -m bench.run --only ingest,chunking           # the quick ones (no model engine)
     python -m bench.run --scale-sizes 1000,10000         # the nightly-scale goal (long)
     python -m bench.run --json results.json              # also keep every detail
@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import Row, format_table, machine
 
-PARTS = ("ingest", "chunking", "engine", "scale")
+PARTS = ("ingest", "chunking", "engine", "review", "scale")
 
 
 def main() -> None:
@@ -60,6 +60,10 @@ def main() -> None:
             from bench import engine
 
             r, d = engine.run(repeat=args.repeat, prefix_off=not args.no_prefix_off)
+        elif part == "review":
+            from bench import review
+
+            r, d = review.run(repeat=args.repeat)
         else:
             from bench import scale
 

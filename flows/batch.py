@@ -143,14 +143,18 @@ def write_batch_report(
     summarized: SummarizeReport | None,
     engine_error: str | None = None,
 ) -> "BatchOutcome":
-    """Export the batch's report (HTML and JSON) and publish the report artifact."""
+    """Export the batch's report (HTML and JSON) and its contract x clause matrix (CSV, XLSX, HTML,
+    JSON), and publish the report and matrix artifacts."""
     from pipeline.reports.export import write_report
     from pipeline.reports.report import build_report
+    from pipeline.review.playbooks import playbook_for
 
-    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch)
+    book = playbook_for(settings)
+    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch, playbook=book)
     folder = settings.reports_dir / slug(batch)
     html = write_report(report, "html", folder / "report.html")
     write_report(report, "json", folder / "report.json")
+    publish_matrix(settings, factory, batch, book, folder)
     outcome = BatchOutcome.from_report(batch, report, ingested, summarized, html, engine_error)
     create_markdown_artifact(
         key=f"batch-report-{slug(batch)}",
@@ -161,11 +165,30 @@ def write_batch_report(
     return outcome
 
 
+def publish_matrix(settings: Settings, factory: sessionmaker[Session], batch: str, playbook, folder: Path) -> list[Path]:
+    """The batch's matrix files next to its report, and the matrix as a Prefect table artifact."""
+    from prefect.artifacts import create_table_artifact
+
+    from pipeline.reports.portfolio import MATRIX_FORMATS, artifact_table, build_matrix, write_matrix
+
+    with factory() as s:
+        m = build_matrix(s, batch=batch, playbook=playbook, prompt_version=settings.prompt_version)
+    paths = [write_matrix(m, fmt, folder / f"matrix.{fmt}") for fmt in MATRIX_FORMATS]
+    create_table_artifact(
+        key=f"batch-matrix-{slug(batch)}",
+        table=artifact_table(m),
+        description=f"contractsum batch {batch}: {len(m.rows)} contracts x {len(m.columns)} clause types ({playbook.name} {playbook.version})",
+    )
+    return paths
+
+
 # --- the flow ------------------------------------------------------------------------------
 
 
 @flow(name=FLOW_NAME, flow_run_name="summarize {batch}", validate_parameters=True)
-def summarize_batch(batch: str, paths: list[str] | None = None, origin: str = "prefect") -> dict[str, Any]:
+def summarize_batch(
+    batch: str, paths: list[str] | None = None, origin: str = "prefect", playbook: str | None = None
+) -> dict[str, Any]:
     """Ingest ``paths`` (if any) into ``batch`` and summarize every unsummarized document in it.
 
     Rerunning resumes: stored documents, chunks and finished jobs are reused, and only the rest
@@ -174,6 +197,8 @@ def summarize_batch(batch: str, paths: list[str] | None = None, origin: str = "p
     """
     logger = get_run_logger()
     settings = run_settings()
+    if playbook is not None:  # a run's own playbook (submit --playbook) over the worker's setting
+        settings = settings.model_copy(update={"playbook": playbook})
     _add_tags([f"batch:{batch}", f"origin:{origin}"])
     try:
         factory = connect(settings)
@@ -242,7 +267,10 @@ def _pending_documents(factory: sessionmaker[Session], settings: Settings, batch
         if row is None:
             return 0
         docs = repo.documents(s, batch_id=row.id)
-        return sum(1 for d in docs if repo.summary_for(s, d.id, settings.prompt_version) is None)
+        from pipeline.review.playbooks import playbook_for
+
+        key = playbook_for(settings).review_key(settings.prompt_version)
+        return sum(1 for d in docs if repo.summary_for(s, d.id, key) is None)
 
 
 class _LazyEngine:

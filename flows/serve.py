@@ -182,12 +182,15 @@ def flow_run_url(flow_run_id: UUID) -> str:
     return url_for("flow-run", obj_id=flow_run_id, default_base_url=DEFAULT_UI) or f"{DEFAULT_UI}/runs/flow-run/{flow_run_id}"
 
 
-def submit_to_deployment(deployment_id: UUID, batch: str, paths: Sequence[str]) -> Submission:
+def submit_to_deployment(deployment_id: UUID, batch: str, paths: Sequence[str], playbook: str | None = None) -> Submission:
     from prefect.deployments import run_deployment
 
+    params: dict[str, Any] = {"batch": batch, "paths": list(paths), "origin": "submit"}
+    if playbook is not None:  # else the worker's own setting
+        params["playbook"] = playbook
     run = run_deployment(
         deployment_id,
-        parameters={"batch": batch, "paths": list(paths), "origin": "submit"},
+        parameters=params,
         flow_run_name=f"summarize {batch}",
         tags=["contractsum", f"batch:{batch}"],
         timeout=0,

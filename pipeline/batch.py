@@ -69,10 +69,18 @@ class Chunker:
     plan: str
     context: int
     model_dir: Path
+    # The playbook's namespace for jobs and summaries (Playbook.review_key): the prompt version
+    # alone for the default playbook.
+    review_key: str = ""
 
     @classmethod
-    def for_model(cls, settings: Settings, model_dir: Path) -> "Chunker":
-        template = load_template(settings.prompts_dir, "summarize", settings.prompt_version)
+    def for_model(cls, settings: Settings, model_dir: Path, playbook=None) -> "Chunker":
+        """The chunk budget leaves room for the summarize template with ``playbook``'s clause list
+        (default: ``settings.playbook``), so a longer playbook gets smaller chunks."""
+        from pipeline.review.playbooks import playbook_for
+
+        playbook = playbook_for(settings, playbook)
+        template = load_template(settings.prompts_dir, "summarize", settings.prompt_version, playbook=playbook)
         context = effective_context(settings.max_model_len, model_dir)
         cache = settings.home / "cache" / "template-tokens.json"
         overhead = template_tokens_cached(model_dir, template, cache) + SEAM_TOKENS
@@ -83,7 +91,10 @@ class Chunker:
             cap=settings.chunk_budget,
         )
         counter = TokenCounter.from_model_dir(model_dir)
-        return cls(counter=counter, budget=budget, plan=plan_key(counter.name, budget), context=context, model_dir=model_dir)
+        return cls(
+            counter=counter, budget=budget, plan=plan_key(counter.name, budget), context=context, model_dir=model_dir,
+            review_key=playbook.review_key(settings.prompt_version),
+        )
 
 
 def resolve_batch(session: Session, name: str | None) -> int | None:
@@ -259,7 +270,7 @@ def _store_one(
                     outcome.pages = existing.page_count
                     if chunker is not None and existing.status == "ok":
                         outcome.chunks = _queue(
-                            s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id
+                            s, existing, chunker, prompt_version=chunker.review_key or settings.prompt_version, batch_id=batch_id
                         )[1]
                     repo.record_file(
                         s, batch, source=where, status="duplicate", reason=outcome.reason,
@@ -283,7 +294,7 @@ def _store_one(
                     # The sentences are in hand: chunk them without reading them back.
                     views = [_SentenceView(x.ordinal, x.page, x.text) for x in ex.sentences]
                     outcome.chunks = _queue(
-                        s, doc, chunker, prompt_version=settings.prompt_version, batch_id=batch_id, sentences=views
+                        s, doc, chunker, prompt_version=chunker.review_key or settings.prompt_version, batch_id=batch_id, sentences=views
                     )[1]
                 repo.record_file(
                     s, batch, source=where, status=ex.status, reason=ex.reason,

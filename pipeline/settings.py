@@ -89,10 +89,15 @@ class Settings(BaseSettings):
         default=75_000_000, ge=1024, description="Largest size one compressed PDF stream may inflate to (bomb guard)."
     )
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Files larger than this are refused.")
-    max_clauses: int = Field(default=7, ge=1, description="Most clause findings per answer.")
+    max_clauses: int | None = Field(default=None, ge=1, description="Most clause findings per answer (default: the playbook's clause count).")
     min_clauses: int = Field(default=0, ge=0, description="Fewest clause findings per answer (tests force citations).")
     prompt_version: str = Field(default="v1", description="Version of the prompts/summarize and prompts/reduce templates.")
     prompts_dir: Path = Field(default=REPO_ROOT / "prompts", description="Folder of prompt templates and golden sets.")
+    # -- playbooks (issue 12) --
+    playbook: str = Field(
+        default="default",
+        description="Clause playbook: a name (<home>/playbooks/NAME.toml, then prompts/playbooks/NAME.toml) or a .toml path.",
+    )
     inbox: Path | None = Field(default=None, description="Folder the nightly flow picks new files up from.")
     timezone: str = Field(default="UTC", description="Timezone of the nightly schedule.")
     nightly_cron: str = Field(default="0 2 * * *", description="Cron of the nightly schedule.")

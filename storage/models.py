@@ -198,17 +198,27 @@ class Summary(Base):
     dates: Mapped[list[Any]] = mapped_column(JSON)
     output: Mapped[dict[str, Any]] = mapped_column(JSON)
     chunks: Mapped[int] = mapped_column(Integer, default=1)
+    # The playbook that asked the questions (NULL: written before playbooks, i.e. default@1).
+    playbook: Mapped[str | None] = mapped_column(String(40))
+    playbook_version: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     clauses: Mapped[list[Clause]] = relationship(lazy="raise", order_by="Clause.id")
     __table_args__ = (UniqueConstraint("document_id", "prompt_version"),)
 
 
 class Clause(Base):
+    """One clause type the summary's playbook asked about: ``found`` (a finding, the answer for
+    non-yes/no kinds, citations) or ``not_found`` (asked, absent). A type with no row was not asked."""
+
     __tablename__ = "clauses"
     id: Mapped[int] = mapped_column(primary_key=True)
     summary_id: Mapped[int] = mapped_column(ForeignKey("summaries.id", ondelete="CASCADE"), index=True)
     type: Mapped[str] = mapped_column(String(64))
     finding: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="found", server_default="found")  # found | not_found
+    answer: Mapped[str | None] = mapped_column(Text)
+    playbook: Mapped[str | None] = mapped_column(String(40))
+    playbook_version: Mapped[str | None] = mapped_column(String(12))
 
 
 class Citation(Base):

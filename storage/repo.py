@@ -284,6 +284,17 @@ def summary_for(session: Session, document_id: int, prompt_version: str) -> Summ
     )
 
 
+def summary_for_playbook(session: Session, document_id: int, playbook: str, version: str) -> Summary | None:
+    """The latest summary of ``document_id`` made with playbook ``playbook`` at ``version`` (any prompt
+    version); summaries stored before playbooks (NULL) count as default@1."""
+    cond = and_(Summary.playbook == playbook, Summary.playbook_version == version)
+    if (playbook, version) == ("default", "1"):
+        cond = or_(cond, Summary.playbook.is_(None))
+    return session.scalar(
+        select(Summary).where(Summary.document_id == document_id, cond).order_by(Summary.id.desc()).limit(1)
+    )
+
+
 def latest_summary(session: Session, document_id: int) -> Summary | None:
     return session.scalar(
         select(Summary).where(Summary.document_id == document_id).order_by(Summary.id.desc()).limit(1)
@@ -299,8 +310,14 @@ def add_summary(
     output: dict[str, Any],
     chunks: int,
     citations: Sequence[tuple[int, str, str, Sequence[Sentence]]],
+    answers: dict[str, str | None] | None = None,
+    not_found: Sequence[str] = (),
+    playbook: str | None = None,
+    playbook_version: str | None = None,
 ) -> Summary:
-    """Store a summary with clauses and citations: ``citations`` is (clause index, type, finding, sentences)."""
+    """Store a summary with clauses and citations: ``citations`` is (clause index, type, finding,
+    sentences) for each found type; ``not_found`` the types the playbook asked that were absent
+    (stored as rows too, so "asked, not there" differs from "not asked")."""
     summary = Summary(
         document_id=document_id,
         prompt_version=prompt_version,
@@ -310,11 +327,17 @@ def add_summary(
         dates=list(output.get("dates", [])),
         output=output,
         chunks=chunks,
+        playbook=playbook,
+        playbook_version=playbook_version,
     )
     session.add(summary)
     session.flush()
+    answers = answers or {}
     for _idx, ctype, finding, sentences in citations:
-        clause = Clause(summary_id=summary.id, type=ctype, finding=finding)
+        clause = Clause(
+            summary_id=summary.id, type=ctype, finding=finding, status="found", answer=answers.get(ctype),
+            playbook=playbook, playbook_version=playbook_version,
+        )
         session.add(clause)
         session.flush()
         for s in sentences:
@@ -330,6 +353,11 @@ def add_summary(
                     text=s.text,
                 )
             )
+    for ctype in not_found:
+        session.add(
+            Clause(summary_id=summary.id, type=ctype, finding="", status="not_found", playbook=playbook,
+                   playbook_version=playbook_version)
+        )
     session.flush()
     return summary
 

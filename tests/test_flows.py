@@ -108,6 +108,16 @@ def test_batch_with_a_bad_file_summarizes_the_rest_and_fails_with_the_reason_on_
     doc_statuses = {d["source"]: d["status"] for d in json.loads(exported.with_suffix(".json").read_text())["documents"]}
     assert doc_statuses == {NDA.name: "summarized", bad.name: "failed"}
 
+    # the contract x clause matrix: files next to the report, and a table artifact (one row per contract)
+    for fmt in ("csv", "xlsx", "html", "json"):
+        assert (exported.parent / f"matrix.{fmt}").stat().st_size > 0
+    matrix = artifacts["table"]
+    assert matrix.key.startswith("batch-matrix-q3-vendors")
+    rows = json.loads(matrix.data) if isinstance(matrix.data, str) else matrix.data
+    (nda,) = rows  # the encrypted file never became a document
+    assert nda["contract"] == NDA.name and len(nda) == 1 + 7  # the default playbook's seven types
+    assert any(v.startswith("found") for k, v in nda.items() if k != "contract"), nda
+
 
 @pytest.mark.engine
 def test_rerunning_a_batch_flow_resumes_it_and_redoes_no_finished_work(flow_settings, tmp_path):

@@ -20,6 +20,7 @@ def export(
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: every document)."),
     fmt: str = typer.Option("html", "--format", "-f", help="json | csv | md | html."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File or folder (default: <home>/reports/)."),
+    playbook: Optional[str] = typer.Option(None, "--playbook", help="Playbook name or .toml path (default: settings)."),
 ) -> None:
     """Write summaries, clauses and citations (page + sentence) as JSON, CSV, Markdown or HTML."""
     from pipeline.reports.export import FORMATS, write_report
@@ -28,9 +29,12 @@ def export(
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    from pipeline.review.playbooks import playbook_for
+
     settings = settings_from(ctx)
+    book = playbook_for(settings, playbook)
     factory = open_db(settings)
-    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch)
+    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch, playbook=book)
     target = out or settings.reports_dir / f"{batch or 'all'}.{fmt}"
     path = write_report(report, fmt, target)  # type: ignore[arg-type]
     done = sum(1 for d in report["documents"] if d["status"] == "summarized")

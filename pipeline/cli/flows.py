@@ -70,6 +70,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends; exit 1 if it failed."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     in_process: bool = typer.Option(False, "--in-process", help="Run here even when `serve` is running."),
+    playbook: Optional[str] = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
 ) -> None:
     """Create a batch from PATHS and run it; print the flow-run id and its UI URL.
 
@@ -80,7 +81,12 @@ def submit(
     from flows._prefect import apply_prefect_environment
     from pipeline.batch import default_batch_name
 
-    settings = settings_from(ctx)
+    from pipeline.review.playbooks import playbook_for, resolve_playbook_path
+
+    if playbook is not None and playbook.endswith(".toml"):  # the run may execute in another folder
+        playbook = str(resolve_playbook_path(playbook).resolve())
+    settings = settings_from(ctx, playbook=playbook)
+    playbook_for(settings)  # a bad playbook is a usage error here, not a failed run
     apply_prefect_environment(settings)
     from flows.serve import route, run_in_process, submit_to_deployment, watch
 
@@ -90,7 +96,7 @@ def submit(
     where = route()
     bar = _Bar()  # on stderr, so --json output stays clean
     if where.deployment_id is not None and not in_process:
-        sub = submit_to_deployment(where.deployment_id, batch, absolute)
+        sub = submit_to_deployment(where.deployment_id, batch, absolute, playbook)
         if not as_json:
             _announce(sub, where.reason)
         if wait:

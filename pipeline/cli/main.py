@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # Each module exposes register(app); a module that is missing simply adds nothing.
-COMMAND_MODULES = ["ingest", "config", "db", "demo", "summarize", "export", "plan", "golden", "flows"]
+COMMAND_MODULES = ["ingest", "config", "db", "demo", "summarize", "export", "matrix", "eval", "plan", "golden", "flows"]
 
 
 @app.callback()

@@ -26,6 +26,7 @@ def summarize(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
     quantization: Optional[str] = typer.Option(None, "--quantization", help="fp8 (GPU)."),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length."),
+    playbook: Optional[str] = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Summarize every queued chunk with vLLM and store summaries with citations.
@@ -36,8 +37,11 @@ def summarize(
 
     settings = settings_from(
         ctx, model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-        quantization=quantization, max_model_len=max_model_len,
+        quantization=quantization, max_model_len=max_model_len, playbook=playbook,
     )
+    from pipeline.review.playbooks import playbook_for
+
+    playbook_for(settings)  # a bad playbook is a usage error before any engine starts
     factory = open_db(settings)
     progress = Progress(
         TextColumn("[bold]summarize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
@@ -85,7 +89,9 @@ def show(
         doc = repo.find_document(s, document)
         if doc is None:
             raise ConfigError(f"no document {document!r}", hint="see `contractsum status`")
-        entry = document_entry(s, doc, settings.prompt_version)
+        from pipeline.review.playbooks import playbook_for
+
+        entry = document_entry(s, doc, settings.prompt_version, playbook_for(settings))
     if as_json:
         print_json(entry)
         return
@@ -101,6 +107,9 @@ def show(
     table.add_column("finding", overflow="fold")
     table.add_column("evidence", overflow="fold")
     for cl in entry["clauses"]:
+        if cl["status"] != "found":
+            table.add_row(cl["type"], cl["status"].replace("_", " "), "")
+            continue
         ev = "\n".join(f"p.{c['page']} {c['sentence_id']}: {c['text']}" for c in cl["citations"])
         table.add_row(cl["type"], cl["finding"], ev)
     if entry["clauses"]:

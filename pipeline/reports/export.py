@@ -51,9 +51,17 @@ class CitationReport(_Strict):
     char_end: int = Field(ge=0)
 
 
+ClauseStatus = Literal["found", "not_found", "not_asked"]
+
+
 class ClauseReport(_Strict):
+    """One clause type of the playbook: ``found`` (finding, answer, citations), ``not_found`` (asked,
+    absent) or ``not_asked`` (the summary's playbook did not ask it) — never confused with each other."""
+
     type: str = Field(min_length=1)
-    finding: str
+    status: ClauseStatus = "found"
+    finding: str = ""
+    answer: str | None = None
     citations: list[CitationReport] = Field(default_factory=list)
 
 
@@ -87,6 +95,8 @@ class DocumentReport(_Strict):
     parties: list[str] = Field(default_factory=list)
     dates: list[DateReport] = Field(default_factory=list)
     clauses: list[ClauseReport] = Field(default_factory=list)
+    playbook: str | None = None
+    playbook_version: str | None = None
     provenance: Provenance | None = None
 
 
@@ -147,7 +157,9 @@ def _render_json(report: Report) -> str:
 
 # --- csv ------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("document_id", "source", "status", "clause_type", "finding", "sentence_id", "page", "text")
+CSV_COLUMNS = (
+    "document_id", "source", "status", "clause_type", "clause_status", "finding", "answer", "sentence_id", "page", "text",
+)
 
 # Spreadsheets evaluate cells starting with these as formulas (OWASP "CSV injection");
 # tab and CR are on OWASP's list too because some importers strip them before evaluating.
@@ -169,13 +181,15 @@ def _render_csv(report: Report) -> str:
     for doc in report.documents:
         head = (doc.document_id, doc.source, doc.status)
         if not doc.clauses:
-            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None)])
+            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None, None, None)])
         for clause in doc.clauses:
-            # A clause without evidence still gets a row, so no finding is silently dropped.
+            # A clause without evidence (or not found, or not asked) still gets a row, so no
+            # finding is silently dropped and "not found" never reads as "not asked".
+            facts = (clause.type, clause.status, clause.finding, clause.answer)
             if not clause.citations:
-                writer.writerow([_cell(v) for v in (*head, clause.type, clause.finding, None, None, None)])
+                writer.writerow([_cell(v) for v in (*head, *facts, None, None, None)])
             for cit in clause.citations:
-                row = (*head, clause.type, clause.finding, cit.sentence_id, cit.page, cit.text)
+                row = (*head, *facts, cit.sentence_id, cit.page, cit.text)
                 writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
@@ -194,6 +208,9 @@ def _md(text: str) -> str:
 
 def _md_citation(cit: CitationReport) -> str:
     return f"p. {cit.page}, {cit.sentence_id}: \u201c{_md(cit.text)}\u201d"
+
+
+_STATUS_TEXT = {"found": "found", "not_found": "not found", "not_asked": "not asked"}
 
 
 def _provenance_line(p: Provenance) -> str:
@@ -222,6 +239,8 @@ def _render_md(report: Report) -> str:
             facts.append(f"- **Parties:** {'; '.join(_md(p) for p in doc.parties)}")
         if doc.dates:
             facts.append("- **Dates:** " + "; ".join(f"{_md(d.label)}: {_md(d.date)}" for d in doc.dates))
+        if doc.playbook:
+            facts.append(f"- **Playbook:** {_md(doc.playbook)} {_md(doc.playbook_version or '')}".rstrip())
         if doc.provenance:
             facts.append(f"- **Provenance:** {_md(_provenance_line(doc.provenance))}")
         lines += [*facts, ""]
@@ -230,8 +249,12 @@ def _render_md(report: Report) -> str:
         if doc.clauses:
             lines += ["| Clause | Finding | Evidence |", "|---|---|---|"]
             for clause in doc.clauses:
+                if clause.status != "found":
+                    lines.append(f"| {_md(clause.type)} | *{_STATUS_TEXT[clause.status]}* | \u2014 |")
+                    continue
                 evidence = "<br>".join(_md_citation(c) for c in clause.citations) or "(no citation)"
-                lines.append(f"| {_md(clause.type)} | {_md(clause.finding)} | {evidence} |")
+                finding = _md(clause.finding) + (f" (answer: {_md(clause.answer)})" if clause.answer else "")
+                lines.append(f"| {_md(clause.type)} | {finding} | {evidence} |")
             lines.append("")
     return "\n".join(lines)
 
@@ -283,13 +306,22 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
     if doc.clauses:
         out += ["<h3>Clauses</h3>", "<table>", "<tr><th>Clause</th><th>Finding</th><th>Evidence</th></tr>"]
         for clause in doc.clauses:
+            if clause.status != "found":
+                out.append(
+                    f'<tr class="clause-{_h(clause.status)}"><td>{_h(clause.type)}</td>'
+                    f"<td><em>{_h(_STATUS_TEXT[clause.status])}</em></td><td>\u2014</td></tr>"
+                )
+                continue
             cites = [
                 f'<li><span class="cite-ref">p. {_h(c.page)}, {_h(c.sentence_id)}</span>'
                 f"<blockquote>{_h(c.text)}</blockquote></li>"
                 for c in clause.citations
             ]
             evidence = f'<ul class="cites">{"".join(cites)}</ul>' if cites else "<em>no citation</em>"
-            out.append(f"<tr><td>{_h(clause.type)}</td><td>{_h(clause.finding)}</td><td>{evidence}</td></tr>")
+            answer = f' <span class="answer">(answer: {_h(clause.answer)})</span>' if clause.answer else ""
+            out.append(
+                f'<tr class="clause-found"><td>{_h(clause.type)}</td><td>{_h(clause.finding)}{answer}</td><td>{evidence}</td></tr>'
+            )
         out.append("</table>")
     if doc.provenance:
         p = doc.provenance
@@ -301,6 +333,8 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
             ("vLLM", p.vllm_version),
             ("Prompt version", p.prompt_version),
         ]
+        if doc.playbook:
+            rows.append(("Playbook", f"{doc.playbook} {doc.playbook_version or ''}".strip()))
         if p.engine_run_id is not None:
             rows.append(("Engine run", p.engine_run_id))
         out += ["<h3>Provenance</h3>", '<dl class="prov">']

@@ -25,8 +25,10 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
-    """One document of the export report, from storage."""
+def document_entry(s: Session, doc, prompt_version: str, playbook=None) -> dict[str, Any]:
+    """One document of the export report, from storage. With ``playbook``, its summary is the
+    one made with that playbook (else the latest) and every clause type of the playbook is listed:
+    found, not_found (asked, absent) or not_asked (the summary's playbook never asked it)."""
     entry: dict[str, Any] = {
         "document_id": doc.id,
         "source": doc.source,
@@ -38,14 +40,17 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
         "parties": [],
         "dates": [],
         "clauses": [],
+        "playbook": None,
+        "playbook_version": None,
         "provenance": None,
     }
+    key = playbook.review_key(prompt_version) if playbook is not None else prompt_version
     if doc.status == "needs_ocr":
         entry["status"] = "needs_ocr"
         return entry
-    summary = repo.summary_for(s, doc.id, prompt_version) or repo.latest_summary(s, doc.id)
+    summary = repo.summary_for(s, doc.id, key) or repo.latest_summary(s, doc.id)
     if summary is None:
-        failed = repo.failed_job(s, doc.id, prompt_version)
+        failed = repo.failed_job(s, doc.id, key)
         if failed is not None:
             entry["status"], entry["error"] = "failed", failed.last_error
         return entry
@@ -60,7 +65,9 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
         summary=summary.summary,
         parties=list(summary.parties),
         dates=list(summary.dates),
-        clauses=[{"type": cl.type, "finding": cl.finding, "citations": cites.get(cl.id, [])} for cl in repo.clauses_of(s, summary.id)],
+        clauses=_clause_entries(repo.clauses_of(s, summary.id), cites, playbook, legacy=summary.playbook is None),
+        playbook=summary.playbook or "default",
+        playbook_version=summary.playbook_version or "1",
     )
     run = repo.engine_run(s, summary.engine_run_id)
     if run is not None:
@@ -72,19 +79,45 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
     return entry
 
 
-def build_report(factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None) -> dict[str, Any]:
+def _clause_entries(rows, cites: dict[int, list[dict[str, Any]]], playbook, *, legacy: bool = False) -> list[dict[str, Any]]:
+    """Stored clause rows in the playbook's order, then any the playbook does not name; the
+    playbook's types with no row are ``not_asked``. A ``legacy`` summary (stored before playbooks,
+    which kept only found types) asked every default type: the missing ones are ``not_found``."""
+    entries = [
+        {"type": cl.type, "status": cl.status or "found", "finding": cl.finding, "answer": cl.answer,
+         "citations": cites.get(cl.id, [])}
+        for cl in rows
+    ]
+    if legacy:
+        from pipeline.review.schema import CLAUSE_TYPES
+
+        have = {e["type"] for e in entries}
+        entries += [{"type": t, "status": "not_found", "finding": "", "answer": None, "citations": []}
+                    for t in CLAUSE_TYPES if t not in have]
+    if playbook is None:
+        return entries
+    order = {t: i for i, t in enumerate(playbook.ids)}
+    have = {e["type"] for e in entries}
+    entries += [{"type": t, "status": "not_asked", "finding": "", "answer": None, "citations": []}
+                for t in playbook.ids if t not in have]
+    return sorted(entries, key=lambda e: order.get(e["type"], len(order)))
+
+
+def build_report(
+    factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None, playbook=None
+) -> dict[str, Any]:
     """The export report: every document (of ``batch``), plus the batch's files that failed ingest."""
     with factory() as s:
         batch_id = resolve_batch(s, batch)
         docs = repo.documents(s, batch_id=batch_id, statuses=("ok", "needs_ocr"))
-        entries = [document_entry(s, d, prompt_version) for d in docs]
+        entries = [document_entry(s, d, prompt_version, playbook) for d in docs]
         if batch_id is not None:
             for rec in repo.batch_records(s, batch_id):
                 if rec.status == "failed":
                     entries.append(
                         {"document_id": None, "source": _name(rec.source), "sha256": rec.sha256, "pages": rec.pages,
                          "status": "failed", "error": rec.reason, "summary": None, "parties": [], "dates": [],
-                         "clauses": [], "provenance": None}
+                         "clauses": [], "playbook": None, "playbook_version": None, "provenance": None}
                     )
     return {"generated_at": now_iso(), "batch": batch, "documents": entries}
 

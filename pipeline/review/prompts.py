@@ -27,6 +27,9 @@ class PromptTemplate(BaseModel):
     placeholder: str
     system: str
     user: str
+    # The slot the playbook's clause list fills (pipeline.review.playbooks.Playbook.clause_block);
+    # it sits in the fixed instruction, before the data, so every prompt of a playbook shares one prefix.
+    clauses_placeholder: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "PromptTemplate":
@@ -37,7 +40,15 @@ class PromptTemplate(BaseModel):
         head = self.user.split(self.placeholder)[0]
         if len(head.strip()) < 40:
             raise ValueError("the fixed instruction must come before the placeholder (prefix caching)")
+        if self.clauses_placeholder is not None and head.count(self.clauses_placeholder) != 1:
+            raise ValueError(f"user text must contain {self.clauses_placeholder} exactly once, before {self.placeholder}")
         return self
+
+    def with_clauses(self, block: str) -> "PromptTemplate":
+        """This template with the playbook's clause instruction in its slot (no slot: unchanged)."""
+        if self.clauses_placeholder is None:
+            return self
+        return self.model_copy(update={"user": self.user.replace(self.clauses_placeholder, block), "clauses_placeholder": None})
 
     def messages(self, data: str) -> list[dict[str, str]]:
         return [
@@ -55,7 +66,20 @@ def defuse_fences(data: str) -> str:
     return _FENCE.sub(lambda m: f"({m.group(1)}{m.group(2)})", data)
 
 
-def load_template(prompts_dir: Path, kind: Kind, version: str) -> PromptTemplate:
+def load_template(prompts_dir: Path, kind: Kind, version: str, *, playbook=None) -> PromptTemplate:
+    """The template ``prompts_dir/kind/version.toml``; a clause slot is filled from ``playbook``
+    (default: the shipped ``default`` playbook, which renders prompt v1 as it always was)."""
+    tpl = _load_template_file(prompts_dir, kind, version)
+    if tpl.clauses_placeholder is None:
+        return tpl
+    if playbook is None:
+        from pipeline.review.playbooks import DEFAULT_PLAYBOOK, load_playbook
+
+        playbook = load_playbook(DEFAULT_PLAYBOOK, prompts_dir=prompts_dir)
+    return tpl.with_clauses(playbook.clause_block())
+
+
+def _load_template_file(prompts_dir: Path, kind: Kind, version: str) -> PromptTemplate:
     path = prompts_dir / kind / f"{version}.toml"
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -1,27 +1,30 @@
-"""The shape of model output: pydantic models, and a JSON schema that pins citations to the
-sentence ids present in one prompt (so the model cannot cite a sentence it was not shown)."""
+"""The shape of model output: pydantic models, and a JSON schema that pins clause types to the
+playbook's ids and citations to the sentence ids present in one prompt (so the model can neither
+invent a clause type nor cite a sentence it was not shown)."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import OutputError
 
-ClauseType = Literal[
-    "indemnification",
-    "limitation_of_liability",
-    "termination",
-    "governing_law",
-    "confidentiality",
-    "assignment",
-    "payment_terms",
-]
-CLAUSE_TYPES: tuple[str, ...] = get_args(ClauseType)
+if TYPE_CHECKING:
+    from pipeline.review.playbooks import Playbook
+
+
+def _default_clause_types() -> tuple[str, ...]:
+    from pipeline.review.playbooks import DEFAULT_PLAYBOOK, load_playbook
+
+    return load_playbook(DEFAULT_PLAYBOOK).ids
+
+
+# The default playbook's clause types (prompts/playbooks/default.toml): the enum when no playbook is given.
+CLAUSE_TYPES: tuple[str, ...] = _default_clause_types()
 SENTENCE_ID = re.compile(r"^S([1-9][0-9]*)$")
 
 
@@ -35,8 +38,9 @@ class KeyDate(Strict):
 
 
 class ClauseFinding(Strict):
-    type: ClauseType
+    type: str  # one of the playbook's clause ids (the schema's enum; parse_output checks it again)
     finding: str
+    answer: str | None = None  # the value asked for, for playbooks with non-yes/no kinds
     citations: list[str] = Field(default_factory=list)
 
 
@@ -55,7 +59,9 @@ class ContractSummary(Strict):
                 cur = by_type[c.type]
                 cur.citations.extend(x for x in c.citations if x not in cur.citations)
             else:
-                by_type[c.type] = ClauseFinding(type=c.type, finding=c.finding, citations=list(dict.fromkeys(c.citations)))
+                by_type[c.type] = ClauseFinding(
+                    type=c.type, finding=c.finding, answer=c.answer, citations=list(dict.fromkeys(c.citations))
+                )
         dates = list({(d.label, d.date): d for d in self.dates}.values())
         return self.model_copy(
             update={"clauses": list(by_type.values()), "parties": list(dict.fromkeys(self.parties)), "dates": dates}
@@ -85,9 +91,15 @@ def sentence_ordinal(sid: str) -> int:
     return int(m.group(1))
 
 
-def json_schema(sentence_ordinals: Iterable[int], limits: OutputLimits | None = None) -> dict[str, Any]:
-    """The answer schema for one prompt: citations are an enum of that prompt's sentence ids."""
+def json_schema(
+    sentence_ordinals: Iterable[int], limits: OutputLimits | None = None, playbook: Playbook | None = None
+) -> dict[str, Any]:
+    """The answer schema for one prompt: clause types are an enum of the playbook's ids (default:
+    the default playbook's), citations an enum of that prompt's sentence ids. Playbooks with
+    non-yes/no kinds add a required "answer" string to each clause (the default's schema is unchanged)."""
     lim = limits or OutputLimits()
+    clause_ids = list(playbook.ids if playbook is not None else CLAUSE_TYPES)
+    with_answer = playbook is not None and playbook.has_answers
     ids = [f"S{o}" for o in sorted(set(sentence_ordinals))]
     if ids:
         citations: dict[str, Any] = {
@@ -124,14 +136,15 @@ def json_schema(sentence_ordinals: Iterable[int], limits: OutputLimits | None = 
             "clauses": {
                 "type": "array",
                 "minItems": min_clauses,
-                "maxItems": lim.max_clauses,
+                "maxItems": min(lim.max_clauses, len(clause_ids)),
                 "items": {
                     "type": "object",
                     "additionalProperties": False,
-                    "required": ["type", "finding", "citations"],
+                    "required": ["type", "finding", *(["answer"] if with_answer else []), "citations"],
                     "properties": {
-                        "type": {"type": "string", "enum": list(CLAUSE_TYPES)},
+                        "type": {"type": "string", "enum": clause_ids},
                         "finding": text(lim.finding_chars),
+                        **({"answer": text(lim.text_chars)} if with_answer else {}),
                         "citations": citations,
                     },
                 },
@@ -158,8 +171,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def parse_output(raw: str, allowed: set[int], *, finish_reason: str | None = None) -> ContractSummary:
-    """Validate model output; any citation outside ``allowed`` is an error, never silently kept."""
+def parse_output(
+    raw: str, allowed: set[int], *, finish_reason: str | None = None, clause_ids: Iterable[str] | None = None
+) -> ContractSummary:
+    """Validate model output; any citation outside ``allowed`` or clause type outside
+    ``clause_ids`` (default: the default playbook's) is an error, never silently kept."""
     if finish_reason == "length":
         raise OutputError("output stopped at the token limit", raw=raw, finish_reason=finish_reason)
     try:
@@ -170,6 +186,10 @@ def parse_output(raw: str, allowed: set[int], *, finish_reason: str | None = Non
     except (json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0][:200]
         raise OutputError(f"output is not valid against the schema: {first}", raw=raw, finish_reason=finish_reason) from None
+    known = set(CLAUSE_TYPES if clause_ids is None else clause_ids)
+    unknown = [c.type for c in result.clauses if c.type not in known]
+    if unknown:
+        raise OutputError(f"output names clause types not in the playbook: {', '.join(unknown[:5])}", raw=raw, finish_reason=finish_reason)
     bad = []
     for clause in result.clauses:
         for sid in clause.citations:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.batch import Chunker, queue_document, resolve_batch
 from pipeline.ingest.chunking import render_sentences
 from pipeline.errors import EngineError, OutputError, PromptError
+from pipeline.review.playbooks import Playbook, playbook_for
 from pipeline.review.prompts import PromptTemplate, Renderer, load_template
 from pipeline.review.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
@@ -40,6 +41,7 @@ class SummarizeReport:
     seconds: float = 0.0
     engine_seconds: float = 0.0
     nothing_to_do: bool = False
+    playbook: str = ""  # name@version
 
     @property
     def tokens_per_second(self) -> float:
@@ -59,6 +61,7 @@ class SummarizeReport:
             "seconds": round(self.seconds, 3),
             "output_tokens_per_second": round(self.tokens_per_second, 2),
             "nothing_to_do": self.nothing_to_do,
+            "playbook": self.playbook,
         }
 
 
@@ -111,19 +114,24 @@ class Summarizer:
         chunker: Chunker,
         owner: str | None = None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        playbook: Playbook | None = None,
     ) -> None:
         self.factory, self.settings, self.chunker = factory, settings, chunker
         self.owner = owner or default_owner()
         self.on_progress = on_progress
-        self.pv = settings.prompt_version
-        self.map_tpl = load_template(settings.prompts_dir, "summarize", self.pv)
-        self.reduce_tpl = load_template(settings.prompts_dir, "reduce", self.pv)
+        self.playbook = playbook_for(settings, playbook)
+        # Jobs and summaries live under the playbook's key (the prompt version for the default).
+        self.pv = self.playbook.review_key(settings.prompt_version)
+        if chunker.review_key and chunker.review_key != self.pv:
+            raise PromptError(f"the chunker was planned for {chunker.review_key}, not {self.pv}")
+        self.map_tpl = load_template(settings.prompts_dir, "summarize", settings.prompt_version, playbook=self.playbook)
+        self.reduce_tpl = load_template(settings.prompts_dir, "reduce", settings.prompt_version)
         self.renderer = Renderer(chunker.model_dir)
         self.limits = OutputLimits(
             summary_chars=settings.summary_max_chars,
             finding_chars=settings.finding_max_chars,
-            min_clauses=settings.min_clauses,
-            max_clauses=settings.max_clauses,
+            min_clauses=min(settings.min_clauses, len(self.playbook.clauses)),
+            max_clauses=settings.max_clauses or len(self.playbook.clauses),
         )
         self.context = chunker.context
 
@@ -200,7 +208,7 @@ class Summarizer:
         report.engine_seconds += stats.seconds
         for p, c in zip(prepared, completions, strict=True):
             try:
-                result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason)
+                result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason, clause_ids=self.playbook.ids)
             except OutputError as exc:
                 error, raw = exc.message, printable(c.text)
                 final = self._tx(
@@ -268,7 +276,7 @@ class Summarizer:
                     document_id=job.document_id,
                     token_ids=ids,
                     allowed=allowed,
-                    schema=json_schema(allowed, self.limits),
+                    schema=json_schema(allowed, self.limits, self.playbook),
                     max_tokens=min(int(self.settings.max_output_tokens * growth), room),
                     # First try greedy; retries sample a little so they can leave a bad path.
                     temperature=0.0 if attempt == 1 else 0.3,
@@ -364,7 +372,10 @@ class Summarizer:
             final = len(job.inputs or []) == below
         if not final or repo.summary_for(s, job.document_id, self.pv) is not None:
             return None
-        store_summary(s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id, chunks=sum(1 for j in jobs if j.level == 0))
+        store_summary(
+            s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id,
+            chunks=sum(1 for j in jobs if j.level == 0), playbook=self.playbook,
+        )
         return job.document_id
 
     def _emit(self, event: dict[str, Any]) -> None:
@@ -379,12 +390,17 @@ def _part_text(i: int, part: ContractSummary) -> str:
     if part.dates:
         lines.append("dates: " + "; ".join(f"{d.label}: {d.date}" for d in part.dates))
     for c in part.clauses:
-        lines.append(f"- {c.type}: {c.finding} [{', '.join(c.citations)}]")
+        answer = f" (answer: {c.answer})" if c.answer else ""
+        lines.append(f"- {c.type}: {c.finding}{answer} [{', '.join(c.citations)}]")
     return "\n".join(lines)
 
 
-def store_summary(s: Session, document_id: int, prompt_version: str, result: ContractSummary, *, engine_run_id: int | None, chunks: int) -> None:
-    """Write the summary with its clauses and citations resolved to stored sentences."""
+def store_summary(
+    s: Session, document_id: int, prompt_version: str, result: ContractSummary, *, engine_run_id: int | None, chunks: int,
+    playbook: Playbook | None = None,
+) -> None:
+    """Write the summary with its clauses and citations resolved to stored sentences: every type
+    the playbook asked is stored, found (finding, answer, citations) or not_found."""
     sentences = repo.sentences_by_ordinal(s, document_id, result.cited_ordinals())
     missing = result.cited_ordinals() - set(sentences)
     if missing:  # the schema makes this impossible; refuse rather than store a dangling citation
@@ -393,9 +409,14 @@ def store_summary(s: Session, document_id: int, prompt_version: str, result: Con
         (i, c.type, c.finding, [sentences[int(sid[1:])] for sid in dict.fromkeys(c.citations)])
         for i, c in enumerate(result.clauses)
     ]
+    found = {c.type for c in result.clauses}
+    asked = playbook.ids if playbook is not None else ()
     repo.add_summary(
         s, document_id=document_id, prompt_version=prompt_version, engine_run_id=engine_run_id,
         output=result.model_dump(), chunks=chunks, citations=clauses,
+        answers={c.type: c.answer for c in result.clauses}, not_found=[t for t in asked if t not in found],
+        playbook=playbook.name if playbook is not None else None,
+        playbook_version=playbook.version if playbook is not None else None,
     )
 
 
@@ -409,18 +430,21 @@ def summarize(
     owner: str | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     engine_factory: Callable[[], Any] | None = None,
+    playbook: Playbook | str | None = None,
 ) -> SummarizeReport:
-    """Summarize every unsummarized document (of ``batch``). Starts an engine only if there is
-    work, and only one; ``engine`` lets a caller (tests, benchmarks, flows) share one."""
+    """Summarize every unsummarized document (of ``batch``) with ``playbook`` (default:
+    ``settings.playbook``). Starts an engine only if there is work, and only one; ``engine`` lets
+    a caller (tests, benchmarks, flows) share one."""
     t0 = time.perf_counter()
     model_dir = settings.resolved_model()
-    chunker = Chunker.for_model(settings, model_dir)
-    runner = Summarizer(factory, settings, chunker=chunker, owner=owner, on_progress=on_progress)
-    report = SummarizeReport()
+    book = playbook_for(settings, playbook)
+    chunker = Chunker.for_model(settings, model_dir, book)
+    runner = Summarizer(factory, settings, chunker=chunker, owner=owner, on_progress=on_progress, playbook=book)
+    report = SummarizeReport(playbook=f"{book.name}@{book.version}")
     report.documents = runner.queue(batch=batch, document_ids=document_ids)
     if not runner.has_ready_work(report.documents):
         report.nothing_to_do = True
-        _collect_failures(factory, settings, chunker, report)
+        _collect_failures(factory, runner.pv, chunker, report)
         report.seconds = time.perf_counter() - t0
         return report
     own = engine is None
@@ -461,15 +485,15 @@ def summarize(
         finally:
             if own:
                 engine.shutdown()
-    _collect_failures(factory, settings, chunker, report)
+    _collect_failures(factory, runner.pv, chunker, report)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _collect_failures(factory, settings: Settings, chunker: Chunker, report: SummarizeReport) -> None:
+def _collect_failures(factory, review_key: str, chunker: Chunker, report: SummarizeReport) -> None:
     with factory() as s:
         for doc_id in report.documents:
-            for j in repo.jobs_for_document(s, doc_id, settings.prompt_version, chunker.plan):
+            for j in repo.jobs_for_document(s, doc_id, review_key, chunker.plan):
                 if j.state == "failed":
                     report.failed[doc_id] = j.last_error or "failed"
                     break

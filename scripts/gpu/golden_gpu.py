@@ -46,6 +46,7 @@ import torch  # noqa: E402
 
 from pipeline.quality import golden as G  # noqa: E402
 from pipeline.quality.quantize import FP8_E4M3_MAX, fp8_roundtrip, is_quantized_weight  # noqa: E402
+from pipeline.review.prompts import load_template  # noqa: E402
 
 LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
                   vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0)
@@ -126,7 +127,8 @@ def apply_variant(model, variant: str, granularity: str) -> int:
 
 def prompt_ids(gset: G.GoldenSet, tokenizer) -> list[list[int]]:
     templates = {
-        "summarize": tomllib.loads((REPO / "prompts" / "summarize" / f"{gset.params['summarize_template']}.toml").read_text()),
+        # The production map template, its clause slot filled by the default playbook (as the engine sees it).
+        "summarize": load_template(REPO / "prompts", "summarize", gset.params["summarize_template"]).model_dump(),
         "find_clause": tomllib.loads((gset.directory / "find_clause.toml").read_text()),
     }
     out = []

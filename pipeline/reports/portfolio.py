@@ -1,0 +1,116 @@
+"""The portfolio matrix built from storage: one row per contract of a batch, one column per clause
+type of a playbook, each cell found / not_found / not_asked / failed with its answer and citations.
+
+Rendering (CSV in CUAD's layout, XLSX, HTML, JSON) is ``pipeline.reports.matrix``; this module only
+reads. ``write_matrix`` puts one rendering in a file the way the export does (atomic, owner-only).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from pipeline.batch import resolve_batch
+from pipeline.errors import ConfigError, ContractsumError
+from pipeline.reports.matrix import Matrix, MatrixCell, MatrixCitation, MatrixColumn, MatrixRow
+from pipeline.review.playbooks import Playbook
+from storage import repo
+
+MatrixFormat = Literal["csv", "xlsx", "html", "json"]
+MATRIX_FORMATS: tuple[str, ...] = ("csv", "xlsx", "html", "json")
+
+
+def build_matrix(session: Session, *, batch: str | None, playbook: Playbook, prompt_version: str = "v1") -> Matrix:
+    """The matrix of ``batch`` (None: every document) for ``playbook``.
+
+    A document's cells come from its latest summary made with this playbook: a stored ``found`` or
+    ``not_found`` row is that; a clause type with no row was ``not_asked``. A document with no such
+    summary is ``failed`` in every cell when its review job failed, else ``not_asked`` (never
+    reviewed with this playbook, or not yet; a file that needs OCR is never reviewed).
+    """
+    batch_id = resolve_batch(session, batch)
+    key = playbook.review_key(prompt_version)
+    columns = [MatrixColumn(id=c.id, label=c.label, kind=c.kind, cuad_category=c.cuad_category) for c in playbook.clauses]
+    rows: list[MatrixRow] = []
+    for doc in repo.documents(session, batch_id=batch_id, statuses=("ok", "needs_ocr")):
+        summary = repo.summary_for_playbook(session, doc.id, playbook.name, playbook.version)
+        if summary is None:
+            status = "failed" if doc.status == "ok" and repo.failed_job(session, doc.id, key) is not None else "not_asked"
+            cells = {c.id: MatrixCell(status=status) for c in playbook.clauses}
+        else:
+            cells = _cells(session, summary, playbook)
+        rows.append(MatrixRow(document_id=doc.id, source=doc.source, cells=cells))
+    return Matrix(batch=batch, playbook=playbook.name, playbook_version=playbook.version, columns=columns, rows=rows)
+
+
+def _cells(session: Session, summary, playbook: Playbook) -> dict[str, MatrixCell]:
+    cites: dict[int, list[MatrixCitation]] = {}
+    for c in repo.citations_of(session, summary.id):
+        cites.setdefault(c.clause_id, []).append(MatrixCitation(page=c.page_number, sentence_id=f"S{c.sentence_ordinal}", text=c.text))
+    stored = {cl.type: cl for cl in repo.clauses_of(session, summary.id)}
+    legacy = summary.playbook is None  # stored before playbooks: only found rows, every default type was asked
+    cells: dict[str, MatrixCell] = {}
+    for c in playbook.clauses:
+        row = stored.get(c.id)
+        if row is None:
+            cells[c.id] = MatrixCell(status="not_found" if legacy else "not_asked")
+        elif (row.status or "found") == "found":
+            cells[c.id] = MatrixCell(status="found", answer=row.answer, finding=row.finding, citations=cites.get(row.id, []))
+        else:
+            cells[c.id] = MatrixCell(status="not_found")
+    return cells
+
+
+def artifact_table(m: Matrix) -> list[dict[str, Any]]:
+    """The matrix as Prefect table rows: one per contract, one column per clause label, each cell
+    its status (and answer, and the pages it cites)."""
+    out = []
+    for row in m.rows:
+        entry: dict[str, Any] = {"contract": row.source}
+        for col in m.columns:
+            cell = row.cells[col.id]
+            text = cell.status.replace("_", " ")
+            if cell.answer:
+                text += f": {cell.answer}"
+            if cell.citations:
+                text += " (p. " + ", ".join(str(p) for p in dict.fromkeys(c.page for c in cell.citations)) + ")"
+            entry[col.label] = text
+        out.append(entry)
+    return out
+
+
+def write_matrix(m: Matrix, fmt: str, out: Path) -> Path:
+    """Write the matrix in ``fmt`` to ``out`` (or ``out/matrix.<fmt>`` for a folder), atomically and
+    readable by its owner only: it quotes contract text."""
+    from pipeline.reports import matrix as render
+
+    if fmt not in MATRIX_FORMATS:
+        raise ConfigError(f"unknown matrix format {fmt!r}", hint=f"choose one of {', '.join(MATRIX_FORMATS)}")
+    out = Path(out)
+    target = out / f"matrix.{fmt}" if out.is_dir() else out
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            if fmt == "xlsx":
+                os.close(fd)
+                render.write_xlsx(m, Path(tmp))
+            else:
+                text = {"csv": render.to_csv, "json": render.to_json, "html": render.to_html}[fmt](m)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(text.encode("utf-8"))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ContractsumError(f"cannot write matrix to {target}: {exc.strerror or exc}", hint="choose a writable output path") from exc
+    return target
