@@ -85,10 +85,9 @@ def slug(batch: str) -> str:
 @task(name="connect", **_task_options)
 def connect(settings: Settings) -> sessionmaker[Session]:
     """The session factory (SQLite is migrated on first use)."""
-    from storage.db import open_database
+    from storage.db import open_home_database
 
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return open_database(settings.db_url)
+    return open_home_database(settings)
 
 
 @task(name="ingest", **_task_options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -106,6 +106,20 @@ def open_database(url: str, *, migrate: bool | None = None) -> sessionmaker[Sess
                 f"the database schema is at {current}, not {head_revision()}", hint="run `contractsum db upgrade`"
             )
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def ensure_home(home: Path) -> Path:
+    """The data folder, made private (0700) if it is new."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return home
+
+
+def open_home_database(settings: Any) -> sessionmaker[Session]:
+    """The session factory for a ``Settings``' database, its data folder made first (the SQLite
+    file lives there) and the schema checked as :func:`open_database` does."""
+    ensure_home(settings.home)
+    return open_database(settings.db_url)
 
 
 @contextmanager

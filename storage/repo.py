@@ -480,7 +480,7 @@ def failed_job(session: Session, document_id: int, prompt_version: str) -> Job |
 
 
 # --- golden -----------------------------------------------------------------------------------
-# Golden-prompt check runs (pipeline/quality/golden.py): one row per run, one per case.
+# Golden-prompt check runs (pipeline/quality/golden_run.py): one row per run, one per case.
 
 from storage.models import GoldenResult, GoldenRun  # noqa: E402  (kept with the section that uses it)
 

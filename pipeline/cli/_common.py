@@ -58,7 +58,6 @@ def print_json(obj: Any) -> None:
 
 def open_db(settings: Settings):
     """The session factory for the configured database (SQLite is migrated on first use)."""
-    from storage.db import open_database
+    from storage.db import open_home_database
 
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return open_database(settings.db_url)
+    return open_home_database(settings)

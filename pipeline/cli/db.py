@@ -18,10 +18,10 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the tables (idempotent)."""
-    from storage.db import current_revision, make_engine, upgrade as do_upgrade
+    from storage.db import current_revision, ensure_home, make_engine, upgrade as do_upgrade
 
     settings = settings_from(ctx)
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_home(settings.home)
     engine = make_engine(settings.db_url)
     before = _safe_revision(engine)
     do_upgrade(engine, revision)

@@ -33,7 +33,8 @@ def golden(
 
     Exit 0 on PASS, 1 on FAIL, 2 for usage errors.
     """
-    from pipeline.quality.golden import build_golden_set, golden_dir, run_golden
+    from pipeline.quality.golden_run import run_golden
+    from pipeline.quality.golden_set import build_golden_set, golden_dir
 
     settings = settings_from(ctx, model=model)
     if rebuild_set:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from pipeline.errors import PromptError
+from pipeline.errors import PromptError, read_toml
 
 Kind = Literal["summarize", "reduce"]
 
@@ -57,12 +56,7 @@ def defuse_fences(data: str) -> str:
 
 def load_template(prompts_dir: Path, kind: Kind, version: str) -> PromptTemplate:
     path = prompts_dir / kind / f"{version}.toml"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"prompt template {path} does not exist", hint="check prompt_version / prompts_dir") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PromptError(f"prompt template {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, what="prompt template", error=PromptError, hint="check prompt_version / prompts_dir")
     try:
         tpl = PromptTemplate.model_validate(raw)
     except ValidationError as exc:

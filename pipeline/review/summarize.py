@@ -432,9 +432,9 @@ def summarize(
         lambda s: repo.start_engine_run(
             s,
             model=str(model_dir),
-            dtype=str(engine.config["dtype"]),
-            quantization=engine.config.get("quantization"),
-            tensor_parallel_size=int(engine.config["tensor_parallel_size"]),
+            dtype=engine.config.dtype,
+            quantization=engine.config.quantization,
+            tensor_parallel_size=engine.config.tensor_parallel_size,
             vllm_version=engine.vllm_version,
             prompt_version=settings.prompt_version,
             device=engine.device,
