@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from flows._prefect import progress_listener, run_settings
 from pipeline.batch import Chunker, IngestReport, ingest_paths
 from pipeline.errors import ConfigError, ContractsumError, EngineError, IngestError, OutputError, PromptError
-from pipeline.settings import Settings
+from pipeline.reports.markdown import md_inline as _md
 from pipeline.review.summarize import SummarizeReport, summarize
+from pipeline.settings import Settings
 from storage import repo
 
 FLOW_NAME = "summarize-batch"
@@ -384,14 +385,3 @@ class BatchOutcome:
             "engine_run_id": self.engine_run_id,
             "report": str(self.report_path),
         }
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
-
-
-def _md(text: str | None) -> str:
-    """Contract text and file names are hostile: one line, no markup, no HTML."""
-    if not text:
-        return ""
-    flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", flat).replace("<", "&lt;").replace(">", "&gt;")
