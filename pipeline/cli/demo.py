@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli._common import console, handle_errors, print_json, settings_from
+from pipeline.cli._common import console, print_json, settings_from
 from pipeline.errors import ConfigError
 
 
@@ -26,7 +26,6 @@ def register(app: typer.Typer) -> None:
     app.command("demo-model")(demo_model)
 
 
-@handle_errors
 def demo_model(
     ctx: typer.Context,
     which: DemoModel = typer.Argument(..., help="tiny (random weights, seconds) or smollm2 (real, ~540 MB)."),

@@ -7,14 +7,13 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli._common import console, handle_errors, open_db, settings_from
+from pipeline.cli._common import console, open_db, settings_from
 
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
 
 
-@handle_errors
 def export(
     ctx: typer.Context,
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: every document)."),

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from pipeline.cli._common import console, err_console, handle_errors, print_json, settings_from, sources_from
+from pipeline.cli._common import console, err_console, print_json, settings_from, sources_from
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,6 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
 
 
-@handle_errors
 def serve(
     ctx: typer.Context,
     limit: int = typer.Option(1, "--limit", min=1, help="Flow runs at once; each runs in its own process with its own engine."),
@@ -40,7 +39,6 @@ def serve(
     serve_deployments(settings, limit=limit)
 
 
-@handle_errors
 def deploy(
     ctx: typer.Context,
     pool: str = typer.Option(..., "--pool", help="Process work pool to register on (created if missing)."),
@@ -62,7 +60,6 @@ def deploy(
     console.print(f"on each node: prefect worker start --pool {pool} --limit 1", highlight=False)
 
 
-@handle_errors
 def submit(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),

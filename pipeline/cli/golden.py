@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, engine_option, err_console, open_db, print_json, settings_from
 
 
 def register(app: typer.Typer) -> None:
@@ -15,12 +15,12 @@ def register(app: typer.Typer) -> None:
     app.command("quantize-emulate")(quantize_emulate)
 
 
-@handle_errors
 def golden(
     ctx: typer.Context,
     baseline: str = typer.Option("bf16", "--baseline", help="CONFIG of the reference: bf16, fp8[:real|:emulated], noise:SCALE[:SEED], a .toml of engine settings, or a saved *-outputs.json."),
     candidate: str = typer.Option("fp8", "--candidate", help="CONFIG of the deployment under test (same forms; fp8 = real FP8 kernels on a GPU, the emulated checkpoint elsewhere)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint folder (default: settings / latest demo model)."),
+    tensor_parallel_size: Optional[int] = engine_option("tensor_parallel_size"),
     set_version: str = typer.Option("v1", "--set-version", help="Golden set under prompts/golden/."),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="Thresholds TOML (default prompts/golden/thresholds-v1.toml)."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Folder for the report (default <home>/reports/golden)."),
@@ -36,7 +36,7 @@ def golden(
     from pipeline.quality.golden_run import run_golden
     from pipeline.quality.golden_set import build_golden_set, golden_dir
 
-    settings = settings_from(ctx, model=model)
+    settings = settings_from(ctx, model=model, tensor_parallel_size=tensor_parallel_size)
     if rebuild_set:
         gset = build_golden_set(golden_dir(settings.prompts_dir, set_version), version=set_version)
         if as_json:
@@ -78,7 +78,6 @@ def _print_outcome(outcome) -> None:
     console.print(f"report: {outcome.report_path}", highlight=False, soft_wrap=True)
 
 
-@handle_errors
 def quantize_emulate(
     ctx: typer.Context,
     model: Optional[Path] = typer.Option(None, "--model", help="Source checkpoint folder (default: settings / latest demo model)."),

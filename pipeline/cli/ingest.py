@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, err_console, open_db, print_json, settings_from
 from pipeline.errors import ModelNotFoundError
 
 STATUS_STYLE = {"ok": "green", "duplicate": "cyan", "failed": "red", "needs_ocr": "yellow"}
@@ -20,7 +20,6 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
 
 
-@handle_errors
 def ingest(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
@@ -86,7 +85,6 @@ def ingest(
     raise typer.Exit(0 if report.ok else 1)
 
 
-@handle_errors
 def status(
     ctx: typer.Context,
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch."),

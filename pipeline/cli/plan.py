@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from pipeline.engine import planner
-from pipeline.cli._common import console, handle_errors, print_json
+from pipeline.cli._common import console, print_json
 from pipeline.engine.planner import GB, GiB
 
 
@@ -71,7 +71,6 @@ def _render(p: planner.Plan) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("plan")
-    @handle_errors
     def plan_command(
         model: str = typer.Option(..., "--model", help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b."),
         gpus: int = typer.Option(..., "--gpus", help="GPUs available."),

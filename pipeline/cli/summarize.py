@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, engine_option, err_console, open_db, print_json, settings_from
 
 
 def register(app: typer.Typer) -> None:
@@ -17,15 +17,14 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
 
 
-@handle_errors
 def summarize(
     ctx: typer.Context,
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
-    tensor_parallel_size: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
-    quantization: Optional[str] = typer.Option(None, "--quantization", help="fp8 (GPU)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length."),
+    tensor_parallel_size: Optional[int] = engine_option("tensor_parallel_size"),
+    dtype: Optional[str] = engine_option("dtype"),
+    quantization: Optional[str] = engine_option("quantization"),
+    max_model_len: Optional[int] = engine_option("max_model_len"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Summarize every queued chunk with vLLM and store summaries with citations.
@@ -67,7 +66,6 @@ def summarize(
     raise typer.Exit(1 if report.failed else 0)
 
 
-@handle_errors
 def show(
     ctx: typer.Context,
     document: str = typer.Argument(..., help="Document id, sha256 (prefix of 8+) or file name."),
