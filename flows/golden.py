@@ -39,7 +39,7 @@ def golden_run(settings: Settings, baseline: str, candidate: str, model: str | N
     release_shared_engine()
     outcome = run_golden(
         settings, model=Path(model) if model else None, baseline=baseline, candidate=candidate, factory=factory,
-        golden_version=set_version, on_event=lambda ev: logger.info("golden: %s", ev),
+        golden_version=set_version, on_event=lambda ev: logger.info("golden: %s", ev.describe()),
     )
     result = outcome.as_dict()
     result["markdown"] = outcome.report_path.read_text(encoding="utf-8")

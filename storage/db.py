@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -150,7 +151,7 @@ def in_transaction(factory: sessionmaker[Session], fn, *, retry_seconds: float =
         wait=wait_exponential(multiplier=0.5, max=5),
         stop=stop_after_delay(retry_seconds),
         reraise=True,
-        before_sleep=(lambda rs: on_retry(rs.outcome.exception(), rs.attempt_number)) if on_retry else None,
+        before_sleep=(lambda rs: on_retry(rs.outcome and rs.outcome.exception(), rs.attempt_number)) if on_retry else None,
     ):
         with attempt:
             with transaction(factory) as session:

@@ -16,16 +16,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 
-from pipeline.quality import golden_metrics as GM, golden_run as GR, golden_set as GS, golden_verdict as GV
-from pipeline.quality import quantize as Q
 from pipeline.errors import ConfigError
+from pipeline.quality import golden_metrics as GM
+from pipeline.quality import golden_run as GR
+from pipeline.quality import golden_set as GS
+from pipeline.quality import golden_verdict as GV
+from pipeline.quality import quantize as Q
 from pipeline.quality.golden_metrics import SideOutput
 from pipeline.quality.golden_set import GoldenCase, GoldenSentence
 from pipeline.review.prompts import Renderer, load_template
 from pipeline.review.schema import CLAUSE_TYPES
 from pipeline.settings import REPO_ROOT
-from conftest import make_settings
 
 PROMPTS = REPO_ROOT / "prompts"
 CORPUS = REPO_ROOT / "examples" / "contracts"
@@ -70,7 +73,7 @@ def test_golden_set_v1_has_both_kinds_and_every_expectation_is_a_manifest_label(
 def test_rebuilding_the_set_from_the_corpus_gives_the_committed_cases(gset, tmp_path):
     rebuilt = GS.build_golden_set(tmp_path / "v1", corpus_dir=CORPUS)
     assert [c.id for c in rebuilt.cases] == [c.id for c in gset.cases]
-    for new, old in zip(rebuilt.cases, gset.cases):
+    for new, old in zip(rebuilt.cases, gset.cases, strict=True):
         assert new.expected == old.expected and new.pages == old.pages and new.max_tokens == old.max_tokens
         assert [(s.ordinal, s.page) for s in new.sentences] == [(s.ordinal, s.page) for s in old.sentences]
     GS.build_golden_set(tmp_path / "again", corpus_dir=CORPUS)
@@ -83,7 +86,7 @@ def test_rebuilding_the_set_from_the_corpus_gives_the_committed_cases(gset, tmp_
 def test_every_case_renders_inside_the_sets_context_with_a_citation_enum_of_its_own_sentences(gset, tiny_model):
     prompts = GS.case_prompts(gset, tiny_model, PROMPTS)
     assert len(prompts) == len(gset.cases)
-    for case, p in zip(gset.cases, prompts):
+    for case, p in zip(gset.cases, prompts, strict=True):
         assert len(p.token_ids) + p.max_tokens <= gset.max_model_len
         item = p.schema["properties"]["clauses"]["items"]["properties"]
         assert item["citations"]["items"]["enum"] == [f"S{s.ordinal}" for s in case.sentences]

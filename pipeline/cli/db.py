@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 @db_app.command("upgrade")
 def upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the tables (idempotent)."""
-    from storage.db import current_revision, ensure_home, make_engine, upgrade as do_upgrade
+    from storage.db import current_revision, ensure_home, make_engine
+    from storage.db import upgrade as do_upgrade
 
     settings = settings_from(ctx)
     ensure_home(settings.home)

@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
 
 import typer
 
@@ -21,9 +20,9 @@ COMMAND_MODULES = ["ingest", "config", "db", "demo", "summarize", "export", "pla
 
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML settings file (default: CONTRACTSUM_CONFIG or <home>/config.toml)."),
-    home: Optional[Path] = typer.Option(None, "--home", help="Data folder (default ~/.contractsum)."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite under home)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML settings file (default: CONTRACTSUM_CONFIG or <home>/config.toml)."),
+    home: Path | None = typer.Option(None, "--home", help="Data folder (default ~/.contractsum)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite under home)."),
 ) -> None:
     overrides = {"home": home, "database_url": database_url}
     ctx.obj = {"config_file": config, "overrides": {k: v for k, v in overrides.items() if v is not None}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,18 +18,19 @@ def register(app: typer.Typer) -> None:
 
 def summarize(
     ctx: typer.Context,
-    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
-    tensor_parallel_size: Optional[int] = engine_option("tensor_parallel_size"),
-    dtype: Optional[str] = engine_option("dtype"),
-    quantization: Optional[str] = engine_option("quantization"),
-    max_model_len: Optional[int] = engine_option("max_model_len"),
+    batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
+    model: Path | None = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
+    tensor_parallel_size: int | None = engine_option("tensor_parallel_size"),
+    dtype: str | None = engine_option("dtype"),
+    quantization: str | None = engine_option("quantization"),
+    max_model_len: int | None = engine_option("max_model_len"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Summarize every queued chunk with vLLM and store summaries with citations.
 
     Exit 0 when every document in scope has a summary, 1 when any failed.
     """
+    from pipeline.batch import ProgressEvent
     from pipeline.review.summarize import summarize as run
 
     settings = settings_from(
@@ -45,9 +45,9 @@ def summarize(
     with progress:
         task = progress.add_task("starting engine", total=None)
 
-        def on_progress(ev: dict) -> None:
-            if ev["event"] == "progress":
-                progress.update(task, completed=ev["done"], total=ev["total"], description=f"wave {ev['wave']}")
+        def on_progress(ev: ProgressEvent) -> None:
+            if ev.kind == "progress":
+                progress.update(task, completed=ev.done, total=ev.total, description=f"wave {ev.wave}")
 
         report = run(factory, settings, batch=batch, on_progress=on_progress)
     data = report.as_dict()

@@ -293,7 +293,7 @@ class _Watchdog:
         self.stop = threading.Event()
         self.reason: str | None = None
 
-    def __enter__(self) -> "_Watchdog":
+    def __enter__(self) -> _Watchdog:
         self.engine._last_step = time.monotonic()
         self.in_main = threading.current_thread() is threading.main_thread()
         if self.in_main:

@@ -48,7 +48,7 @@ class SideOutput:
 def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
     """Index of the first differing token; the shorter length when one is a prefix of the other;
     None when the sequences are equal."""
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
@@ -63,7 +63,7 @@ def mutual_top_n(a_tok: int, b_tok: int, a_lps: dict[int, float], b_lps: dict[in
 def logprobs_close(base: SideOutput, cand: SideOutput) -> bool:
     """vLLM's own FP8 test rule for one prompt: walk the outputs; at the first differing token
     both tokens must be in the other's top-N, and the comparison stops there."""
-    for i, (x, y) in enumerate(zip(base.token_ids, cand.token_ids)):
+    for i, (x, y) in enumerate(zip(base.token_ids, cand.token_ids, strict=False)):
         if x != y:
             return mutual_top_n(x, y, _lp(base, i), _lp(cand, i))
     return True
@@ -82,7 +82,7 @@ def top_n_agreement(base: SideOutput, cand: SideOutput) -> float:
     if n == 0:
         return 1.0
     ok = sum(
-        mutual_top_n(x, y, _lp(base, i), _lp(cand, i)) for i, (x, y) in enumerate(zip(base.token_ids, cand.token_ids))
+        mutual_top_n(x, y, _lp(base, i), _lp(cand, i)) for i, (x, y) in enumerate(zip(base.token_ids, cand.token_ids, strict=False))
     )
     return ok / n
 
@@ -92,7 +92,7 @@ def mean_abs_logprob_delta(base: SideOutput, cand: SideOutput) -> tuple[float, i
     how many positions it covers (0 when the outputs differ from the first token)."""
     d = first_divergence(base.token_ids, cand.token_ids)
     n = len(base.token_ids) if d is None else d
-    total = count = 0
+    total, count = 0.0, 0
     for i in range(n):
         t = base.token_ids[i]
         a, b = _lp(base, i).get(t), _lp(cand, i).get(t)

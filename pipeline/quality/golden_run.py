@@ -10,9 +10,9 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.engine.config import ENGINE_SETTING_NAMES
 from pipeline.errors import ConfigError, read_toml
@@ -160,6 +160,29 @@ def run_side(engine, gset: GoldenSet, prompts: Sequence[CasePrompt], *, seed: in
     ]
 
 
+@dataclass(frozen=True)
+class GoldenEvent:
+    """What a golden run tells its listener: a side reused saved outputs, an engine starts for a
+    side, a side's prompts go to the engine, the verdict is in."""
+
+    kind: Literal["side_saved", "engine_start", "generate", "done"]
+    side: str | None = None
+    model: str | None = None
+    mode: str | None = None
+    cases: int | None = None
+    verdict: str | None = None
+    report: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "engine_start":
+            return f"starting the {self.side} engine ({self.mode}, {self.model})"
+        if self.kind == "generate":
+            return f"{self.side}: {self.cases} golden prompts"
+        if self.kind == "side_saved":
+            return f"{self.side}: saved outputs"
+        return f"{self.verdict}; report {self.report}"
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -174,7 +197,7 @@ def run_golden(
     thresholds_file: Path | None = None,
     report_root: Path | None = None,
     baseline_engine=None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[GoldenEvent], None] | None = None,
 ) -> GoldenOutcome:
     """Run the golden set on the baseline, then on the candidate (one engine at a time, freed in
     between), compare, judge against the thresholds, store the run (when ``factory`` is given)
@@ -202,17 +225,17 @@ def run_golden(
             if cfg.saved is not None:
                 outputs[side] = _check_saved(cfg, gset)
                 snapshots[side] = (cfg.derived or {}).get("saved_engine") or {}
-                emit({"event": "side_saved", "side": side})
+                emit(GoldenEvent("side_saved", side=side))
                 continue
             t0 = time.perf_counter()
             if side == "baseline" and baseline_engine is not None:
                 engine = baseline_engine
             elif engine is None or not (side == "candidate" and same):
                 engine = _release(engine, baseline_engine)
-                emit({"event": "engine_start", "side": side, "model": str(cfg.model), "mode": cfg.mode})
+                emit(GoldenEvent("engine_start", side=side, model=str(cfg.model), mode=cfg.mode))
                 engine = _start_engine(settings, cfg, gset)
             prompts = case_prompts(gset, cfg.model, settings.prompts_dir)
-            emit({"event": "generate", "side": side, "cases": len(prompts)})
+            emit(GoldenEvent("generate", side=side, cases=len(prompts)))
             outputs[side] = run_side(engine, gset, prompts, seed=settings.seed)
             snapshots[side] = engine.snapshot()
             seconds[side] = round(time.perf_counter() - t0, 2)
@@ -222,7 +245,7 @@ def run_golden(
     comparison = compare(gset, outputs["baseline"], outputs["candidate"], thresholds)
     base_desc = {**base_cfg.describe(), "snapshot": snapshots["baseline"]}
     cand_desc = {**cand_cfg.describe(), "snapshot": snapshots["candidate"]}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     report_dir = Path(report_root or settings.reports_dir / "golden") / f"golden-{stamp}-{mode}"
     report_dir.mkdir(parents=True, exist_ok=True)
     outcome = GoldenOutcome(comparison.verdict, mode, gset.version, thresholds.version, base_desc, cand_desc,
@@ -234,7 +257,7 @@ def run_golden(
     write_report(outcome, gset, thresholds, outputs)
     if factory is not None:
         _store_report_path(factory, outcome)
-    emit({"event": "done", "verdict": outcome.verdict, "report": str(outcome.report_path)})
+    emit(GoldenEvent("done", verdict=outcome.verdict, report=str(outcome.report_path)))
     return outcome
 
 
@@ -276,7 +299,7 @@ def _store(factory, outcome: GoldenOutcome, outputs: dict[str, list[SideOutput]]
             s, run.id,
             [
                 {"case_id": m["case_id"], "metrics": _jsonable(m), "baseline_output": b.text, "candidate_output": c.text}
-                for m, b, c in zip(outcome.comparison.per_case, outputs["baseline"], outputs["candidate"])
+                for m, b, c in zip(outcome.comparison.per_case, outputs["baseline"], outputs["candidate"], strict=True)
             ],
         )
         return run.id

@@ -159,6 +159,7 @@ def build_golden_set(
             expected = {t: [page] for t in CLAUSE_TYPES if page in lab.get(t, [])}
             case_id, max_tokens = f"sum-{c['id']}-p{page}", params["summarize_max_tokens"]
         else:
+            assert clause_type is not None
             expected = {clause_type: [page]}
             case_id, max_tokens = f"find-{clause_type}-{c['id']}-p{page}", params["find_max_tokens"]
         absent = [t for t in CLAUSE_TYPES if not c["clauses"].get(t, {}).get("present")]

@@ -80,7 +80,7 @@ def compare(gset: GoldenSet, base: Sequence[SideOutput], cand: Sequence[SideOutp
     by_id = {c.id: c for c in gset.cases}
     if [o.case_id for o in base] != [o.case_id for o in cand] or set(by_id) != {o.case_id for o in base}:
         raise ConfigError("baseline and candidate outputs do not cover the same golden cases")
-    per_case = [{"case_id": b.case_id, **case_metrics(by_id[b.case_id], b, c)} for b, c in zip(base, cand)]
+    per_case = [{"case_id": b.case_id, **case_metrics(by_id[b.case_id], b, c)} for b, c in zip(base, cand, strict=True)]
     agg = aggregate(per_case)
     v, checks = verdict(agg, thresholds)
     return Comparison(per_case, agg, v, checks)

@@ -28,7 +28,7 @@ class PromptTemplate(BaseModel):
     user: str
 
     @model_validator(mode="after")
-    def _check(self) -> "PromptTemplate":
+    def _check(self) -> PromptTemplate:
         if self.user.count(self.placeholder) != 1:
             raise ValueError(f"user text must contain {self.placeholder} exactly once")
         if self.placeholder in self.system:

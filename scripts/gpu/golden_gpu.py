@@ -44,7 +44,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from pipeline.quality import golden_metrics as GM, golden_set as GS, golden_verdict as GV  # noqa: E402
+from pipeline.quality import golden_metrics as GM  # noqa: E402
+from pipeline.quality import golden_set as GS  # noqa: E402
+from pipeline.quality import golden_verdict as GV  # noqa: E402
 from pipeline.quality.quantize import FP8_E4M3_MAX, fp8_roundtrip, is_quantized_weight  # noqa: E402
 
 LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
@@ -153,7 +155,7 @@ def generate(model, gset: GS.GoldenSet, prompts: list[list[int]], max_new: int, 
     if tokenizer is not None and tokenizer.eos_token_id is not None:
         eos.add(int(tokenizer.eos_token_id))
     outs = []
-    for case, ids in zip(gset.cases, prompts):
+    for case, ids in zip(gset.cases, prompts, strict=True):
         x = torch.tensor([ids], device=device)
         past = None
         tokens: list[int] = []
@@ -164,7 +166,7 @@ def generate(model, gset: GS.GoldenSet, prompts: list[list[int]], max_new: int, 
             logp = torch.log_softmax(res.logits[0, -1].float(), dim=-1)
             top = torch.topk(logp, gset.logprobs)
             tok = int(top.indices[0])
-            lps.append({int(i): float(v) for i, v in zip(top.indices, top.values)})
+            lps.append({int(i): float(v) for i, v in zip(top.indices, top.values, strict=True)})
             tokens.append(tok)
             if tok in eos:
                 break
