@@ -110,10 +110,21 @@ def test_settings_that_differ_in_any_engine_setting_ask_for_another_engine(tmp_p
     assert engine_key(engine_config_from(a, tiny_model)) == engine_key(engine_config_from(make_settings(tmp_path / "x"), tiny_model))
 
 
-def test_golden_toml_keys_are_the_engine_settings():
-    from pipeline.quality.golden_run import ENGINE_KEYS
+def test_golden_toml_keys_are_the_engine_settings(tmp_path, tiny_model):
+    from pipeline.quality.golden_run import ENGINE_KEYS, resolve_config
 
     assert ENGINE_KEYS == frozenset(EngineSettings.model_fields)
+    settings = make_settings(tmp_path / "home")
+    every = tmp_path / "every.toml"
+    every.write_text("\n".join(f"{k} = {json.dumps(OTHER_VALUE[k])}" for k in ENGINE_SETTING_NAMES) + "\n")
+    side = resolve_config(str(every), model=tiny_model, settings=settings)
+    assert side.engine == {k: OTHER_VALUE[k] for k in ENGINE_SETTING_NAMES}
+    for text, named in (("stall_seconds = 5\n", "unknown key"), ("max_num_seqs = 0\n", "max_num_seqs")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=named) as info:
+            resolve_config(str(bad), model=tiny_model, settings=settings)
+        assert str(bad) in str(info.value)
 
 
 @pytest.mark.engine

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.engine.config import ENGINE_SETTING_NAMES
+from pydantic import ValidationError
+
+from pipeline.engine.config import ENGINE_SETTING_NAMES, EngineSettings
 from pipeline.errors import ConfigError, read_toml
 from pipeline.quality.golden_metrics import SideOutput
 from pipeline.quality.golden_set import DEFAULT_VERSION, CasePrompt, GoldenSet, case_prompts, load_golden_set
@@ -117,6 +119,11 @@ def _toml_config(path: Path, model: Path) -> SideConfig:
         chosen = Path(raw.pop("model")).expanduser()
         chosen = chosen if chosen.is_absolute() else (path.parent / chosen).resolve()
     engine = {"dtype": "bfloat16", "quantization": None, **raw}
+    try:
+        EngineSettings(**engine)  # a bad value is this file's error, not a failed engine start later
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"config file {path}: {problems}") from None
     mode = "real-fp8" if engine.get("quantization") == "fp8" else "config"
     return SideConfig(str(path), mode, chosen, engine)
 
