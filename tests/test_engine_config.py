@@ -60,6 +60,7 @@ def test_fingerprint_is_stable_across_processes_and_argument_order():
     a = EngineConfig.build("/m", seed=3, dtype="float32", extra={"b": 1, "a": 2})
     b = EngineConfig.build("/m", extra={"a": 2, "b": 1}, dtype="float32", seed=3)
     assert a.fingerprint() == b.fingerprint() and len(a.fingerprint()) == 64
+    assert a == b and len({a, b, a.replace(seed=4)}) == 2  # usable as a key (tiers, result caches)
     code = (
         "from pipeline.engine.config import EngineConfig;"
         "print(EngineConfig.build('/m', seed=3, dtype='float32', extra={'b': 1, 'a': 2}).fingerprint())"

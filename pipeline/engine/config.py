@@ -86,6 +86,9 @@ class EngineConfig(EngineSettings):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def __hash__(self) -> int:  # the default would hash the ``extra`` dict, which cannot be hashed
+        return hash(self.fingerprint())
+
     def for_device(self, on_cpu: bool) -> EngineConfig:
         """The config with every 'auto' decided for the device it runs on (what vLLM is given)."""
         changes: dict[str, Any] = {}
