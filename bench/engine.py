@@ -36,7 +36,7 @@ from bench import Row, corpus_pdfs, emit, machine, settings_for, tiny_model
 GOAL_RATIO = 0.97
 # The test suite's output limits for the random-weight model: short answers, citations forced.
 TINY_OVERRIDES = dict(min_clauses=2, summary_max_chars=60, finding_max_chars=40, max_output_tokens=512)
-ENGINE_KW = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=600, cpu_kvcache_space_gib=2)
+ENGINE_KW: dict[str, Any] = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=600, cpu_kvcache_space_gib=2)
 
 
 def _vllm_inputs(requests) -> tuple[list, list]:
@@ -82,7 +82,7 @@ def naive_loop(llm, waves: list[list]) -> tuple[float, float]:
     wall = cpu = 0.0
     for wave in waves:
         prompts, params = _vllm_inputs(wave)
-        for p, sp in zip(prompts, params):
+        for p, sp in zip(prompts, params, strict=True):
             c0, t0 = cpu_now(), time.perf_counter()
             llm.generate([p], [sp], use_tqdm=False)
             wall += time.perf_counter() - t0
@@ -230,11 +230,11 @@ def run(
             r: dict[str, Any] = {}
             db = _fresh_db(root, model, files, i + 1, TINY_OVERRIDES)  # before the round: not timed
 
-            def bare() -> None:
+            def bare(r: dict[str, Any] = r) -> None:
                 _prepare_run(engine.llm)
                 r["bare_wall"], r["bare_cpu"], r["bare_texts"], _ = bare_replay(engine.llm, waves)
 
-            def ours() -> None:
+            def ours(r: dict[str, Any] = r, db: Any = db) -> None:
                 r.update(_ours(engine, recorder, *db))
 
             for step in ((ours, bare) if i % 2 == 0 else (bare, ours)):
@@ -250,7 +250,7 @@ def run(
                     r[f"{name}_wall"], r[f"{name}_cpu"], _, _ = bare_replay(llm, greedy)
             flat_o = [t for w in r.pop("texts") for t in w]
             flat_b = [t for w in r.pop("bare_texts") for t in w]
-            r["identical_outputs"] = sum(x == y for x, y in zip(flat_o, flat_b)) / max(1, len(flat_o))
+            r["identical_outputs"] = sum(x == y for x, y in zip(flat_o, flat_b, strict=False)) / max(1, len(flat_o))
             r.pop("captured")
             rounds.append(r)
             print(

@@ -237,7 +237,7 @@ def run_chunking(*, repeat: int = 3, budgets: tuple[int, ...] = (0, 1024)) -> tu
     for b in budgets:
         budget = b or chunker.budget
         chunks = sum(len(plan_chunks(d, counter=counter, budget=budget)) for d in docs)
-        wall, cpu = best(lambda: [plan_chunks(d, counter=counter, budget=budget) for d in docs])
+        wall, cpu = best(lambda budget=budget: [plan_chunks(d, counter=counter, budget=budget) for d in docs])
         detail["plans"][budget] = {"chunks": chunks, "wall": wall, "cpu": cpu}
         ours, base = tokens / cpu, tokens / bare_cpu
         rows.append(

@@ -13,9 +13,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipeline.batch import ProgressEvent
 
 # Every one of these is only a default: a value already in the environment wins.
 OFFLINE_DEFAULTS: dict[str, str] = {
@@ -57,14 +60,14 @@ class LocalRun:
     UI shows: the database URL is secret) and an optional progress listener."""
 
     settings: Settings
-    on_progress: Callable[[dict[str, Any]], None] | None = None
+    on_progress: Callable[[ProgressEvent], None] | None = None
 
 
 _local: ContextVar[LocalRun | None] = ContextVar("contractsum_local_run", default=None)
 
 
 @contextmanager
-def local_run(settings: Settings, on_progress: Callable[[dict[str, Any]], None] | None = None) -> Iterator[LocalRun]:
+def local_run(settings: Settings, on_progress: Callable[[ProgressEvent], None] | None = None) -> Iterator[LocalRun]:
     """Flows called inside this block use ``settings`` instead of building their own."""
     run = LocalRun(settings, on_progress)
     token = _local.set(run)
@@ -84,7 +87,7 @@ def run_settings() -> Settings:
     return settings
 
 
-def progress_listener() -> Callable[[dict[str, Any]], None] | None:
+def progress_listener() -> Callable[[ProgressEvent], None] | None:
     run = _local.get()
     return run.on_progress if run is not None else None
 

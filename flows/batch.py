@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flows._prefect import progress_listener, run_settings
-from pipeline.batch import Chunker, IngestReport, ingest_paths
+from pipeline.batch import Chunker, IngestReport, ProgressEvent, ingest_paths
 from pipeline.errors import ConfigError, ContractsumError, EngineError, IngestError, OutputError, PromptError
-from pipeline.settings import Settings
+from pipeline.reports.markdown import md_inline as _md
 from pipeline.review.summarize import SummarizeReport, summarize
+from pipeline.settings import Settings
 from storage import repo
 
 FLOW_NAME = "summarize-batch"
@@ -85,10 +86,9 @@ def slug(batch: str) -> str:
 @task(name="connect", **_task_options)
 def connect(settings: Settings) -> sessionmaker[Session]:
     """The session factory (SQLite is migrated on first use)."""
-    from storage.db import open_database
+    from storage.db import open_home_database
 
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return open_database(settings.db_url)
+    return open_home_database(settings)
 
 
 @task(name="ingest", **_task_options)
@@ -142,7 +142,7 @@ def write_batch_report(
     ingested: IngestReport | None,
     summarized: SummarizeReport | None,
     engine_error: str | None = None,
-) -> "BatchOutcome":
+) -> BatchOutcome:
     """Export the batch's report (HTML and JSON) and its contract x clause matrix (CSV, XLSX, HTML,
     JSON), and publish the report and matrix artifacts."""
     from pipeline.reports.export import write_report
@@ -305,21 +305,21 @@ class _ProgressArtifact:
         )
         self.batch = batch
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+    def __call__(self, event: ProgressEvent) -> None:
+        kind = event.kind
         if kind == "document_done":
             self.done_docs += 1
         elif kind == "wave_start":
-            self.logger.info("wave %s: %s prompts", event["wave"], event["prompts"])
-        wave = event.get("done", 0) / event["total"] if kind == "progress" and event.get("total") else 0.0
+            self.logger.info("wave %s: %s prompts", event.wave, event.prompts)
+        wave = (event.done or 0) / event.total if kind == "progress" and event.total else 0.0
         share = (self.done_docs + 0.9 * wave * (self.pending - self.done_docs)) / self.pending
         # Monotone and below 100 until the task ends: a reduce wave can follow a finished map wave.
         self.percent = max(self.percent, min(99.0, 100.0 * share))
         if kind == "progress":
-            self.text = f"wave {event['wave']}: {event['done']}/{event['total']} prompts"
+            self.text = event.describe() or self.text
         self.text_full = f"{self.text}; {self.done_docs} of {self.pending} documents summarized"
         if self.listener:
-            self.listener({**event, "percent": self.percent})
+            self.listener(replace(event, percent=self.percent))
         now = time.monotonic()
         if kind in ("document_done", "wave_end") or now - self.last >= PROGRESS_INTERVAL_S:
             self.last = now
@@ -329,7 +329,7 @@ class _ProgressArtifact:
         self.percent = 100.0
         update_progress_artifact(self.id, 100.0, description=f"batch {self.batch}: {text}")
         if self.listener:
-            self.listener({"event": "finished", "percent": 100.0, "text": text})
+            self.listener(ProgressEvent("finished", percent=100.0, text=text))
 
 
 @dataclass
@@ -353,7 +353,7 @@ class BatchOutcome:
         summarized: SummarizeReport | None,
         report_path: Path,
         engine_error: str | None,
-    ) -> "BatchOutcome":
+    ) -> BatchOutcome:
         rows = []
         for d in report["documents"]:
             clauses = []
@@ -413,14 +413,3 @@ class BatchOutcome:
             "engine_run_id": self.engine_run_id,
             "report": str(self.report_path),
         }
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
-
-
-def _md(text: str | None) -> str:
-    """Contract text and file names are hostile: one line, no markup, no HTML."""
-    if not text:
-        return ""
-    flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", flat).replace("<", "&lt;").replace(">", "&gt;")

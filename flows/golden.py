@@ -1,6 +1,6 @@
 """The golden flow: the FP8-vs-BF16 gate as a Prefect run, its report published as an artifact.
 
-The work is ``pipeline.quality.golden.run_golden``; this module adds the run's name, the artifact, and a
+The work is ``pipeline.quality.golden_run.run_golden``; this module adds the run's name, the artifact, and a
 failed state when the candidate fails the gate (so automations can stop a rollout on it).
 """
 
@@ -30,17 +30,16 @@ def golden_run(settings: Settings, baseline: str, candidate: str, model: str | N
     from pathlib import Path
 
     from pipeline.engine.engine import release_shared_engine
-    from pipeline.quality.golden import run_golden
-    from storage.db import open_database
+    from pipeline.quality.golden_run import run_golden
+    from storage.db import open_home_database
 
     logger = get_run_logger()
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    factory = open_database(settings.db_url)
+    factory = open_home_database(settings)
     # One engine at a time: a worker's long-lived engine would otherwise hold memory beside the gate's.
     release_shared_engine()
     outcome = run_golden(
         settings, model=Path(model) if model else None, baseline=baseline, candidate=candidate, factory=factory,
-        golden_version=set_version, on_event=lambda ev: logger.info("golden: %s", ev),
+        golden_version=set_version, on_event=lambda ev: logger.info("golden: %s", ev.describe()),
     )
     result = outcome.as_dict()
     result["markdown"] = outcome.report_path.read_text(encoding="utf-8")

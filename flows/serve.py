@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect import serve
@@ -25,6 +25,9 @@ from flows.nightly import FLOW_NAME as NIGHTLY_FLOW
 from flows.nightly import nightly
 from pipeline.errors import ConfigError
 from pipeline.settings import REPO_ROOT, Settings
+
+if TYPE_CHECKING:
+    from pipeline.batch import ProgressEvent
 
 BATCH_DEPLOYMENT = f"{BATCH_FLOW}/summarize-batch"
 NIGHTLY_DEPLOYMENT = f"{NIGHTLY_FLOW}/nightly"
@@ -171,7 +174,7 @@ def route() -> Route:
         except ObjectNotFound:
             return Route(None, f"no {BATCH_DEPLOYMENT} deployment: `contractsum serve` has not run against {url}", True)
     polled = dep.last_polled
-    if polled is None or datetime.now(timezone.utc) - polled > SERVED_WITHIN:
+    if polled is None or datetime.now(UTC) - polled > SERVED_WITHIN:
         return Route(None, f"`contractsum serve` is not running (deployment last polled {polled or 'never'})", True)
     return Route(dep.id, f"served deployment {BATCH_DEPLOYMENT}", True)
 
@@ -203,7 +206,7 @@ def run_in_process(
     settings: Settings,
     batch: str,
     paths: Sequence[str],
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
     *,
     temporary_server: bool = False,
 ) -> Submission:

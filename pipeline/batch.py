@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +24,37 @@ from storage.models import Batch, Chunk, Document
 
 # Tokens kept free between the template and the chunk: BPE merges at the seam can shift a count.
 SEAM_TOKENS = 8
+
+
+ProgressKind = Literal["wave_start", "progress", "wave_end", "document_done", "db_retry", "finished"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What a summarize run tells its listener (CLI progress bar, Prefect artifact): a wave
+    started (``prompts``), ``done`` of ``total`` prompts of ``wave`` finished, a wave ended
+    (``tokens_out`` so far), a document got its summary, the database is being retried
+    (``attempt``, ``error``); the batch flow adds ``percent``/``text`` and ``finished``."""
+
+    kind: ProgressKind
+    wave: int | None = None
+    prompts: int | None = None
+    done: int | None = None
+    total: int | None = None
+    tokens_out: int | None = None
+    document_id: int | None = None
+    attempt: int | None = None
+    error: str | None = None
+    percent: float | None = None
+    text: str | None = None
+
+    def describe(self) -> str | None:
+        """One line for people, where the event has one."""
+        if self.text is not None:
+            return self.text
+        if self.kind == "progress":
+            return f"wave {self.wave}: {self.done}/{self.total} prompts"
+        return None
 
 
 @dataclass
@@ -74,7 +106,7 @@ class Chunker:
     review_key: str = ""
 
     @classmethod
-    def for_model(cls, settings: Settings, model_dir: Path, playbook=None) -> "Chunker":
+    def for_model(cls, settings: Settings, model_dir: Path, playbook=None) -> Chunker:
         """The chunk budget leaves room for the summarize template with ``playbook``'s clause list
         (default: ``settings.playbook``), so a longer playbook gets smaller chunks."""
         from pipeline.review.playbooks import playbook_for
@@ -110,7 +142,7 @@ def resolve_batch(session: Session, name: str | None) -> int | None:
 
 
 def default_batch_name(prefix: str = "batch") -> str:
-    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
+    return f"{prefix}-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
 
 
 def _ensure_chunks(
@@ -160,7 +192,6 @@ def _queue(
         session,
         [
             {
-                "key": f"map:{doc.id}:{prompt_version}:{chunker.plan}:{c.ordinal}",
                 "kind": "map",
                 "batch_id": batch_id,
                 "document_id": doc.id,
@@ -240,7 +271,7 @@ def _record_internal_error(factory, batch_id: int, path: Path, ex: ingest.Extrac
     where = display_name(str(path))
     reason = f"internal error while storing: {type(exc).__name__}: {display_name(str(exc))[:300]}"
     with transaction(factory) as s:
-        repo.record_file(s, s.get(Batch, batch_id), source=where, status="failed", reason=reason, sha256=ex.sha256)
+        repo.record_file(s, s.get_one(Batch, batch_id), source=where, status="failed", reason=reason, sha256=ex.sha256)
     return FileOutcome(source=display_name(ex.source), status="failed", reason=reason, sha256=ex.sha256, path=where)
 
 
@@ -258,7 +289,7 @@ def _store_one(
     for attempt in range(2):
         try:
             with transaction(factory) as s:
-                batch = s.get(Batch, batch_id)
+                batch = s.get_one(Batch, batch_id)
                 if ex.status == "failed" or ex.sha256 is None:
                     repo.record_file(s, batch, source=where, status="failed", reason=ex.reason, sha256=ex.sha256)
                     return outcome

@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -473,8 +474,8 @@ def _gguf_tokenizer(meta: _GGUFMeta):
     )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    specials = [tok for tok, kind in zip(tokens, types) if kind == _GGUF_TOKEN_TYPE_CONTROL]
-    user = [tok for tok, kind in zip(tokens, types) if kind == _GGUF_TOKEN_TYPE_USER_DEFINED]
+    specials = [tok for tok, kind in zip(tokens, types, strict=True) if kind == _GGUF_TOKEN_TYPE_CONTROL]
+    user = [tok for tok, kind in zip(tokens, types, strict=True) if kind == _GGUF_TOKEN_TYPE_USER_DEFINED]
     # Already in the vocab, so these keep their ids; adding them makes them match whole.
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     if user:

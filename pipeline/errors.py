@@ -5,6 +5,9 @@ Exceptions turn into exit codes and one-line messages only in ``pipeline/cli``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 
 class ContractsumError(Exception):
     """Root of every expected failure; ``exit_code`` is what the CLI exits with."""
@@ -63,3 +66,20 @@ class EngineError(ContractsumError):
 
 class EngineStalledError(EngineError):
     """The watchdog saw no progress for longer than its limit."""
+
+
+def read_toml(
+    path: Path, *, what: str = "config file", error: type[ContractsumError] = ConfigError, hint: str | None = None
+) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is ``error`` naming the file (``what``
+    says which kind of file it is) and the problem."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist", hint=hint) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} cannot be read: {exc}") from None

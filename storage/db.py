@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -108,6 +109,20 @@ def open_database(url: str, *, migrate: bool | None = None) -> sessionmaker[Sess
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def ensure_home(home: Path) -> Path:
+    """The data folder, made private (0700) if it is new."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return home
+
+
+def open_home_database(settings: Any) -> sessionmaker[Session]:
+    """The session factory for a ``Settings``' database, its data folder made first (the SQLite
+    file lives there) and the schema checked as :func:`open_database` does."""
+    ensure_home(settings.home)
+    return open_database(settings.db_url)
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
@@ -136,7 +151,7 @@ def in_transaction(factory: sessionmaker[Session], fn, *, retry_seconds: float =
         wait=wait_exponential(multiplier=0.5, max=5),
         stop=stop_after_delay(retry_seconds),
         reraise=True,
-        before_sleep=(lambda rs: on_retry(rs.outcome.exception(), rs.attempt_number)) if on_retry else None,
+        before_sleep=(lambda rs: on_retry(rs.outcome and rs.outcome.exception(), rs.attempt_number)) if on_retry else None,
     ):
         with attempt:
             with transaction(factory) as session:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Select, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -172,10 +172,24 @@ def save_chunks(session: Session, document_id: int, plan: str, rows: Sequence[di
     return chunks_of(session, document_id, plan)
 
 
+def job_key(kind: str, document_id: int, prompt_version: str, plan: str, level: int, ordinal: int) -> str:
+    """A job's identity: the same work always gets the same key, so a rerun queues none twice.
+    (Map jobs are all level 0, which their key leaves out; stored keys keep this form.)"""
+    if kind == "map":
+        return f"map:{document_id}:{prompt_version}:{plan}:{ordinal}"
+    return f"{kind}:{document_id}:{prompt_version}:{plan}:{level}:{ordinal}"
+
+
 def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert jobs whose ``key`` is new; returns how many were added (reruns add none)."""
+    """Insert jobs whose key (:func:`job_key` of the row unless it brings one) is new; returns how
+    many were added (reruns add none)."""
     if not rows:
         return 0
+    rows = [
+        r if "key" in r else
+        {"key": job_key(r["kind"], r["document_id"], r["prompt_version"], r["plan"], r["level"], r["ordinal"]), **r}
+        for r in rows
+    ]
     keys = [r["key"] for r in rows]
     have = set(session.scalars(select(Job.key).where(Job.key.in_(keys))))
     fresh = [r for r in rows if r["key"] not in have]
@@ -244,7 +258,7 @@ def release(session: Session, job_ids: Sequence[int], *, owner: str, error: str 
         .where(Job.id.in_(list(job_ids)), Job.state == "leased", Job.lease_owner == owner)
         .values(**_interrupted(error))
     )
-    return res.rowcount or 0
+    return cast("CursorResult[Any]", res).rowcount or 0
 
 
 def _interrupted(error: str | None) -> dict[str, Any]:
@@ -461,6 +475,21 @@ def ready_count(session: Session, *, document_ids: Sequence[int], plan: str, pro
     ) or 0
 
 
+def complete_job(
+    session: Session, job_id: int, *, owner: str, result: dict[str, Any], raw_output: str, engine_run_id: int | None
+) -> Job | None:
+    """Mark ``owner``'s leased job done with its result; None when the lease was lost (it expired
+    and another worker took the job: that worker's result wins)."""
+    job = session.get(Job, job_id)
+    if job is None or job.state != "leased" or job.lease_owner != owner:
+        return None
+    job.state, job.result, job.raw_output = "done", result, raw_output
+    job.last_error, job.engine_run_id = None, engine_run_id
+    job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
+    session.flush()
+    return job
+
+
 def fail_job(session: Session, job_id: int, *, error: str, raw: str | None = None) -> None:
     job = session.get(Job, job_id)
     if job is not None:
@@ -508,7 +537,7 @@ def failed_job(session: Session, document_id: int, prompt_version: str) -> Job |
 
 
 # --- golden -----------------------------------------------------------------------------------
-# Golden-prompt check runs (pipeline/quality/golden.py): one row per run, one per case.
+# Golden-prompt check runs (pipeline/quality/golden_run.py): one row per run, one per case.
 
 from storage.models import GoldenResult, GoldenRun  # noqa: E402  (kept with the section that uses it)
 
@@ -570,4 +599,4 @@ def release_owner(session: Session, owner: str, *, error: str) -> int:
         .where(Job.state == "leased", Job.lease_owner == owner)
         .values(**_interrupted(error))
     )
-    return res.rowcount or 0
+    return cast("CursorResult[Any]", res).rowcount or 0

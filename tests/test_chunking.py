@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from pipeline.errors import ModelNotFoundError, PromptError
 from pipeline.ingest.chunking import (
     ChunkPlan,
     TokenCounter,
@@ -22,7 +23,6 @@ from pipeline.ingest.chunking import (
     render_line,
     render_sentences,
 )
-from pipeline.errors import ModelNotFoundError, PromptError
 from pipeline.settings import REPO_ROOT
 
 CONTRACTS = REPO_ROOT / "examples" / "reference"
@@ -255,7 +255,7 @@ def test_corpus_chunks_close_only_when_the_next_sentence_would_overflow(counter:
     for path in page_aligned_contracts():
         sentences = {s.ordinal: s for s in naive_sentences(path)}
         plans = plan_chunks(list(sentences.values()), counter=counter, budget=512)
-        for plan, following in zip(plans, plans[1:]):
+        for plan, following in zip(plans, plans[1:], strict=False):
             if plan.piece is None and following.piece is None:
                 nxt = sentences[following.first_sentence]
                 assert counter.count(plan.text + "\n" + render_line(nxt.ordinal, nxt.text)) > 512, plan

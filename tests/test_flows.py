@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -252,7 +252,7 @@ def test_nightly_batch_is_named_for_the_scheduled_night_in_the_schedule_timezone
     from flows.nightly import nightly_batch_name
     from pipeline.errors import ConfigError
 
-    late = datetime(2025, 3, 1, 23, 30, tzinfo=timezone.utc)
+    late = datetime(2025, 3, 1, 23, 30, tzinfo=UTC)
     assert nightly_batch_name(late, "UTC") == "nightly-2025-03-01"
     assert nightly_batch_name(late, "Europe/Berlin") == "nightly-2025-03-02"
     with pytest.raises(ConfigError):
@@ -364,10 +364,9 @@ def test_submit_without_serve_runs_in_process_and_exits_1_when_the_batch_failed(
     from badfiles import empty_file
     from typer.testing import CliRunner
 
+    import pipeline.engine.engine
     from flows._prefect import OFFLINE_DEFAULTS
     from pipeline.cli.main import app
-
-    import pipeline.engine.engine
 
     for key, value in OFFLINE_DEFAULTS.items():  # set here so the command's defaults leave no trace
         monkeypatch.setenv(key, value)

@@ -16,28 +16,32 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 
-from pipeline.quality import golden as G
-from pipeline.quality import quantize as Q
 from pipeline.errors import ConfigError
-from pipeline.quality.golden import GoldenCase, GoldenSentence, SideOutput
+from pipeline.quality import golden_metrics as GM
+from pipeline.quality import golden_run as GR
+from pipeline.quality import golden_set as GS
+from pipeline.quality import golden_verdict as GV
+from pipeline.quality import quantize as Q
+from pipeline.quality.golden_metrics import SideOutput
+from pipeline.quality.golden_set import GoldenCase, GoldenSentence
 from pipeline.review.prompts import Renderer, load_template
 from pipeline.review.schema import CLAUSE_TYPES
 from pipeline.settings import REPO_ROOT
-from conftest import make_settings
 
 PROMPTS = REPO_ROOT / "prompts"
 CORPUS = REPO_ROOT / "examples" / "contracts"
 
 
 @pytest.fixture(scope="module")
-def gset() -> G.GoldenSet:
-    return G.load_golden_set(PROMPTS, "v1")
+def gset() -> GS.GoldenSet:
+    return GS.load_golden_set(PROMPTS, "v1")
 
 
 @pytest.fixture(scope="module")
-def thresholds() -> G.Thresholds:
-    return G.load_thresholds(G.thresholds_path(PROMPTS, "v1"))
+def thresholds() -> GV.Thresholds:
+    return GV.load_thresholds(GV.thresholds_path(PROMPTS, "v1"))
 
 
 def side(case_id: str, tokens: list[int], lps: list[dict[int, float]] | None = None, text: str = "") -> SideOutput:
@@ -67,12 +71,12 @@ def test_golden_set_v1_has_both_kinds_and_every_expectation_is_a_manifest_label(
 
 
 def test_rebuilding_the_set_from_the_corpus_gives_the_committed_cases(gset, tmp_path):
-    rebuilt = G.build_golden_set(tmp_path / "v1", corpus_dir=CORPUS)
+    rebuilt = GS.build_golden_set(tmp_path / "v1", corpus_dir=CORPUS)
     assert [c.id for c in rebuilt.cases] == [c.id for c in gset.cases]
-    for new, old in zip(rebuilt.cases, gset.cases):
+    for new, old in zip(rebuilt.cases, gset.cases, strict=True):
         assert new.expected == old.expected and new.pages == old.pages and new.max_tokens == old.max_tokens
         assert [(s.ordinal, s.page) for s in new.sentences] == [(s.ordinal, s.page) for s in old.sentences]
-    G.build_golden_set(tmp_path / "again", corpus_dir=CORPUS)
+    GS.build_golden_set(tmp_path / "again", corpus_dir=CORPUS)
     first = sorted(p.relative_to(tmp_path / "v1") for p in (tmp_path / "v1").rglob("*.json"))
     assert first and first == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*.json"))
     for rel in first:
@@ -80,9 +84,9 @@ def test_rebuilding_the_set_from_the_corpus_gives_the_committed_cases(gset, tmp_
 
 
 def test_every_case_renders_inside_the_sets_context_with_a_citation_enum_of_its_own_sentences(gset, tiny_model):
-    prompts = G.case_prompts(gset, tiny_model, PROMPTS)
+    prompts = GS.case_prompts(gset, tiny_model, PROMPTS)
     assert len(prompts) == len(gset.cases)
-    for case, p in zip(gset.cases, prompts):
+    for case, p in zip(gset.cases, prompts, strict=True):
         assert len(p.token_ids) + p.max_tokens <= gset.max_model_len
         item = p.schema["properties"]["clauses"]["items"]["properties"]
         assert item["citations"]["items"]["enum"] == [f"S{s.ordinal}" for s in case.sentences]
@@ -93,64 +97,64 @@ def test_every_case_renders_inside_the_sets_context_with_a_citation_enum_of_its_
 
 def test_missing_golden_set_is_a_config_error_that_says_how_to_build_one(tmp_path):
     with pytest.raises(ConfigError, match="rebuild-set"):
-        G.load_golden_set(tmp_path, "v1")
+        GS.load_golden_set(tmp_path, "v1")
 
 
 # --- metrics ----------------------------------------------------------------------------------
 
 
 def test_first_divergence_is_the_first_differing_token_or_the_shorter_length():
-    assert G.first_divergence([1, 2, 3], [1, 2, 3]) is None
-    assert G.first_divergence([1, 2, 3], [1, 5, 3]) == 1
-    assert G.first_divergence([1, 2, 3], [1, 2]) == 2
-    assert G.first_divergence([], [4]) == 0
+    assert GM.first_divergence([1, 2, 3], [1, 2, 3]) is None
+    assert GM.first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert GM.first_divergence([1, 2, 3], [1, 2]) == 2
+    assert GM.first_divergence([], [4]) == 0
 
 
 def test_vllm_rule_tolerates_a_near_tie_flip_but_not_a_token_outside_the_other_top_n():
     base = side("c", [1, 2, 3], [{1: -0.1}, {2: -0.6, 7: -0.8}, {3: -0.1}])
     tie = side("c", [1, 7, 9], [{1: -0.1}, {7: -0.6, 2: -0.7}, {9: -0.1}])
     far = side("c", [1, 8, 9], [{1: -0.1}, {8: -0.5, 2: -0.9}, {9: -0.1}])
-    assert G.logprobs_close(base, tie)
-    assert not G.logprobs_close(base, far)  # 8 is not in the baseline's top-N at position 1
-    assert G.logprobs_close(base, base)
+    assert GM.logprobs_close(base, tie)
+    assert not GM.logprobs_close(base, far)  # 8 is not in the baseline's top-N at position 1
+    assert GM.logprobs_close(base, base)
 
 
 def test_top_n_agreement_counts_mutual_containment_over_the_longer_output():
     base = side("c", [1, 2, 3, 4], [{1: 0.0}, {2: 0.0, 7: -1.0}, {3: 0.0}, {4: 0.0}])
     cand = side("c", [1, 7, 5], [{1: 0.0}, {7: 0.0, 2: -1.0}, {5: 0.0}])
     # positions 0 and 1 agree (1 is a near-tie flip); 2 does not; 3 exists on one side only
-    assert G.top_n_agreement(base, cand) == pytest.approx(2 / 4)
-    assert G.top_n_agreement(base, base) == 1.0
+    assert GM.top_n_agreement(base, cand) == pytest.approx(2 / 4)
+    assert GM.top_n_agreement(base, base) == 1.0
 
 
 def test_mean_abs_logprob_delta_covers_only_the_shared_prefix():
     base = side("c", [1, 2, 3], [{1: -0.5}, {2: -1.0}, {3: -2.0}])
     cand = side("c", [1, 2, 4], [{1: -0.7}, {2: -0.6}, {4: -9.0}])
-    value, positions = G.mean_abs_logprob_delta(base, cand)
+    value, positions = GM.mean_abs_logprob_delta(base, cand)
     assert positions == 2
     assert value == pytest.approx((0.2 + 0.4) / 2)
 
 
 def test_rouge_l_f_uses_the_longest_common_word_subsequence():
-    assert G.lcs_length("a b c d e".split(), "a c e x".split()) == 3
+    assert GM.lcs_length("a b c d e".split(), "a c e x".split()) == 3
     # LCS 5 of 6 reference words, all 5 candidate words: P = 1, R = 5/6
-    assert G.rouge_l_f("the cat sat on the mat", "the cat on the mat") == pytest.approx(2 * (5 / 6) / (1 + 5 / 6))
-    assert G.rouge_l_f("", "") == 1.0
-    assert G.rouge_l_f("a b", "") == 0.0
-    assert G.rouge_l_f("a b", "c d") == 0.0
+    assert GM.rouge_l_f("the cat sat on the mat", "the cat on the mat") == pytest.approx(2 * (5 / 6) / (1 + 5 / 6))
+    assert GM.rouge_l_f("", "") == 1.0
+    assert GM.rouge_l_f("a b", "") == 0.0
+    assert GM.rouge_l_f("a b", "c d") == 0.0
     # compact JSON still has words: its punctuation separates them
-    assert G.words('{"summary":"a b","ids":["S1","S2"]}') == ["summary", "a", "b", "ids", "S1", "S2"]
-    assert G.rouge_l_f('{"summary":"a b"}', '{"summary":"a c"}') == pytest.approx(2 / 3)
+    assert GM.words('{"summary":"a b","ids":["S1","S2"]}') == ["summary", "a", "b", "ids", "S1", "S2"]
+    assert GM.rouge_l_f('{"summary":"a b"}', '{"summary":"a c"}') == pytest.approx(2 / 3)
 
 
 def test_answers_are_read_leniently_and_a_truncated_answer_cites_nothing():
     full = '{"summary":"x","parties":[],"dates":[],"clauses":[{"type":"termination","finding":"y","citations":["S3","S4"]}]}'
-    answer = G.read_answer(full)
+    answer = GM.read_answer(full)
     assert answer.valid and answer.clauses == {"termination": frozenset({3, 4})}
-    cut = G.read_answer(full[:60])
+    cut = GM.read_answer(full[:60])
     assert not cut.valid and cut.citations == frozenset()
-    assert G.jaccard({3, 4}, {4, 5}) == pytest.approx(1 / 3)
-    assert G.jaccard(set(), set()) == 1.0
+    assert GM.jaccard({3, 4}, {4, 5}) == pytest.approx(1 / 3)
+    assert GM.jaccard(set(), set()) == 1.0
 
 
 def test_clause_coverage_needs_a_citation_on_a_page_labelled_for_that_clause():
@@ -160,15 +164,15 @@ def test_clause_coverage_needs_a_citation_on_a_page_labelled_for_that_clause():
         expected={"termination": [4], "governing_law": [3]}, absent=["assignment"], max_tokens=10,
     )
 
-    def answer(clauses: list[tuple[str, list[str]]]) -> G.Answer:
-        return G.read_answer(json.dumps({"clauses": [{"type": t, "citations": c} for t, c in clauses]}))
+    def answer(clauses: list[tuple[str, list[str]]]) -> GM.Answer:
+        return GM.read_answer(json.dumps({"clauses": [{"type": t, "citations": c} for t, c in clauses]}))
 
-    assert G.found_clauses(case, answer([("termination", ["S2"]), ("governing_law", ["S2"])])) == {
+    assert GM.found_clauses(case, answer([("termination", ["S2"]), ("governing_law", ["S2"])])) == {
         "governing_law": False, "termination": True,
     }
     base = SideOutput("c", json.dumps({"clauses": [{"type": "termination", "citations": ["S2"]}]}), [1], [{1: 0.0}])
     cand = SideOutput("c", json.dumps({"clauses": [{"type": "assignment", "citations": ["S1"]}]}), [2], [{2: 0.0}])
-    m = G.case_metrics(case, base, cand)
+    m = GM.case_metrics(case, base, cand)
     assert (m["coverage_baseline"], m["coverage_candidate"]) == (0.5, 0.0)
     assert m["clause_flips"] == 1 and m["clause_expectations"] == 2
     assert m["false_alarms_candidate"] == 1 and m["false_alarms_baseline"] == 0
@@ -176,7 +180,7 @@ def test_clause_coverage_needs_a_citation_on_a_page_labelled_for_that_clause():
 
 def test_identical_outputs_pass_with_every_agreement_metric_at_its_best(gset, thresholds):
     outs = [side(c.id, [10 + i, 20, 30]) for i, c in enumerate(gset.cases)]
-    result = G.compare(gset, outs, outs, thresholds)
+    result = GV.compare(gset, outs, outs, thresholds)
     agg = result.aggregates
     assert result.verdict == "PASS"
     assert agg["exact_match_rate"] == agg["top_n_agreement"] == agg["logprobs_close_rate"] == 1.0
@@ -186,19 +190,19 @@ def test_identical_outputs_pass_with_every_agreement_metric_at_its_best(gset, th
 def test_a_metric_that_could_not_be_measured_fails_its_check(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text('version = "t"\n[checks.mean_abs_logprob_delta]\nmax = 0.1\n[checks.rouge_l_f]\nmin = 0.5\n')
-    th = G.load_thresholds(path)
-    verdict, checks = G.verdict({"mean_abs_logprob_delta": None, "rouge_l_f": 0.9}, th)
+    th = GV.load_thresholds(path)
+    verdict, checks = GV.verdict({"mean_abs_logprob_delta": None, "rouge_l_f": 0.9}, th)
     assert verdict == "FAIL"
     assert [c["ok"] for c in checks] == [False, True]
     bad = tmp_path / "bad.toml"
     bad.write_text('version = "t"\n[checks.rouge_l_f]\nmin = 0.5\nmax = 0.9\n')
     with pytest.raises(ConfigError, match="exactly one of min / max"):
-        G.load_thresholds(bad)
+        GV.load_thresholds(bad)
 
 
 def test_the_committed_thresholds_only_name_metrics_the_runner_produces(gset, thresholds):
     outs = [side(c.id, [1, 2]) for c in gset.cases]
-    produced = G.compare(gset, outs, outs, thresholds).aggregates
+    produced = GV.compare(gset, outs, outs, thresholds).aggregates
     assert thresholds.checks
     assert {c.metric for c in thresholds.checks} <= set(produced)
     assert all(c.why for c in thresholds.checks)
@@ -291,12 +295,12 @@ def test_unknown_config_is_a_usage_error_before_any_engine_starts(tiny_model, tm
 # --- storage and report (no engine) ------------------------------------------------------------
 
 
-def _synthetic_outcome(gset, thresholds, tmp_path) -> tuple[G.GoldenOutcome, dict]:
+def _synthetic_outcome(gset, thresholds, tmp_path) -> tuple[GV.GoldenOutcome, dict]:
     base = [side(c.id, [5, 6, 7, 8]) for c in gset.cases]
     cand = [side(c.id, [5, 6, 9] if i % 2 else [5, 6, 7, 8]) for i, c in enumerate(gset.cases)]
-    comparison = G.compare(gset, base, cand, thresholds)
+    comparison = GV.compare(gset, base, cand, thresholds)
     cfg = {"spec": "bf16", "mode": "bf16", "model": "m", "engine": {"dtype": "bfloat16"}, "derived": None, "snapshot": {}}
-    outcome = G.GoldenOutcome(comparison.verdict, "noise", gset.version, thresholds.version, cfg,
+    outcome = GV.GoldenOutcome(comparison.verdict, "noise", gset.version, thresholds.version, cfg,
                               {**cfg, "spec": "noise:0.1", "mode": "noise"}, comparison, tmp_path)
     return outcome, {"baseline": base, "candidate": cand}
 
@@ -305,9 +309,9 @@ def test_a_golden_run_is_stored_with_both_configs_and_every_case(factory, gset, 
     from storage import repo
 
     outcome, outputs = _synthetic_outcome(gset, thresholds, tmp_path)
-    run_id = G._store(factory, outcome, outputs)
+    run_id = GR._store(factory, outcome, outputs)
     outcome.run_id = run_id
-    G._store_report_path(factory, outcome)
+    GR._store_report_path(factory, outcome)
     with factory() as s:
         run = repo.golden_run(s, run_id)
         results = repo.golden_results(s, run_id)
@@ -322,7 +326,7 @@ def test_a_golden_run_is_stored_with_both_configs_and_every_case(factory, gset, 
 
 def test_the_report_has_the_gate_every_case_and_a_png_plot(gset, thresholds, tmp_path):
     outcome, outputs = _synthetic_outcome(gset, thresholds, tmp_path)
-    G.write_report(outcome, gset, thresholds, outputs)
+    GV.write_report(outcome, gset, thresholds, outputs)
     md = outcome.report_path.read_text()
     assert md.startswith(f"# Golden check: {outcome.verdict}")
     assert "Mode **noise**" in md
@@ -358,10 +362,10 @@ def ladder(engine, tiny_model, tmp_path_factory) -> dict:
     f32 = home / "f32.toml"
     f32.write_text(F32)
     factory = open_database(settings.db_url)
-    identical = G.run_golden(settings, model=tiny_model, baseline=str(f32), candidate=str(f32), factory=factory,
+    identical = GR.run_golden(settings, model=tiny_model, baseline=str(f32), candidate=str(f32), factory=factory,
                              baseline_engine=engine)
     saved = identical.report_dir / "baseline-outputs.json"
-    small = G.run_golden(settings, model=tiny_model, baseline=str(saved), candidate="noise:0.001", factory=factory)
+    small = GR.run_golden(settings, model=tiny_model, baseline=str(saved), candidate="noise:0.001", factory=factory)
     large = _cli(home, "--model", str(tiny_model), "--baseline", str(saved), "--candidate", "noise:0.1", "--json")
     return {"home": home, "factory": factory, "saved": saved, "identical": identical, "small": small, "large": large}
 
@@ -463,7 +467,7 @@ def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "golden_gpu.json").read_text())
     renderer = Renderer(tiny_model)
-    gset = G.load_golden_set(REPO_ROOT / "prompts", "v1")
+    gset = GS.load_golden_set(REPO_ROOT / "prompts", "v1")
     # The prompts are the ones the gate's engine sees: same chat template, same length.
     first = gset.cases[0]
     tpl = load_template(REPO_ROOT / "prompts", "summarize", gset.params["summarize_template"])
@@ -474,8 +478,8 @@ def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(
 
 def test_the_gpu_baseline_config_is_bf16_eager_and_fp8_real_builds_on_it(tiny_model, tmp_path):
     settings = make_settings(tmp_path / "home")
-    base = G.resolve_config(str(REPO_ROOT / "scripts" / "gpu" / "golden-bf16.toml"), model=tiny_model, settings=settings)
+    base = GR.resolve_config(str(REPO_ROOT / "scripts" / "gpu" / "golden-bf16.toml"), model=tiny_model, settings=settings)
     assert base.engine["dtype"] == "bfloat16" and base.engine["enforce_eager"] is True
-    cand = G.resolve_config("fp8:real", model=tiny_model, settings=settings, baseline=base)
+    cand = GR.resolve_config("fp8:real", model=tiny_model, settings=settings, baseline=base)
     assert cand.mode == "real-fp8"
     assert cand.engine == {**base.engine, "quantization": "fp8"}

@@ -10,8 +10,10 @@ import unicodedata
 from functools import cache
 from pathlib import Path
 
+import badfiles
 import pypdf
 import pytest
+from badfiles import CORPUS_DIR, SAMPLE_PAGES, SAMPLE_PDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +25,6 @@ from pipeline.ingest.ingest import (
     extract,
     split_sentences,
 )
-import badfiles
-from badfiles import CORPUS_DIR, SAMPLE_PAGES, SAMPLE_PDF
 
 REFERENCE_DIR = CORPUS_DIR.parent / "reference"
 MANIFEST = json.loads((CORPUS_DIR / "manifest.json").read_text(encoding="utf-8"))
@@ -102,7 +102,7 @@ def test_corpus_sentences_are_exact_spans_of_their_page_numbered_in_order(contra
     for page in result.pages:
         spans = [(s.start, s.end) for s in sentences if s.page == page.number]
         assert spans, f"page {page.number} has text but no sentence"
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
         assert uncovered(page.text, spans) == "", f"text lost on page {page.number}"
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.engine import planner
 from pipeline.cli.main import app
-from pipeline.errors import ConfigError
+from pipeline.engine import planner
 from pipeline.engine.planner import GB, GiB
+from pipeline.errors import ConfigError
 
 runner = CliRunner()
 

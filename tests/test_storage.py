@@ -7,8 +7,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from storage import repo
-from storage.db import current_revision, head_revision, make_engine, open_database, upgrade
-from storage.db import transaction
+from storage.db import current_revision, head_revision, make_engine, open_database, transaction, upgrade
 from storage.models import Base
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import typer
 from rich.console import Console
 
+from pipeline.engine.config import EngineSettings
 from pipeline.errors import ContractsumError
 from pipeline.settings import Settings, load_settings
 
@@ -37,7 +39,11 @@ def exit_with_error(message: str, code: int = 1) -> None:
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Expected failures print one line and exit with their code; no tracebacks."""
+    """Expected failures print one line and exit with their code; no tracebacks. The CLI applies
+    it to every command when it registers them (``pipeline/cli/main.py``); applying it twice
+    wraps once."""
+    if getattr(fn, "handles_errors", False):
+        return fn
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,7 +54,24 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             exit_with_error("interrupted", 130)
 
+    wrapper.handles_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def engine_option(name: str) -> Any:
+    """The CLI flag for the engine setting ``name``: its flag (``--`` + the name with dashes, or
+    the field's own ``flag``) and help text come from ``EngineSettings``; unset means "from the
+    settings"."""
+    import typing
+
+    field = EngineSettings.model_fields[name]
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
+    choices = [a for a in typing.get_args(field.annotation) if isinstance(a, str)]
+    for arg in typing.get_args(field.annotation):  # Literal[...] | None
+        choices += [c for c in typing.get_args(arg) if isinstance(c, str)]
+    help_text = (field.description or "") + (f" One of: {', '.join(choices)}." if choices else "")
+    return typer.Option(None, flag, help=help_text)
 
 
 def print_json(obj: Any) -> None:
@@ -58,7 +81,6 @@ def print_json(obj: Any) -> None:
 
 def open_db(settings: Settings):
     """The session factory for the configured database (SQLite is migrated on first use)."""
-    from storage.db import open_database
+    from storage.db import open_home_database
 
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return open_database(settings.db_url)
+    return open_home_database(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from pipeline.cli._common import console, handle_errors, print_json, settings_from, sources_from
+from pipeline.cli._common import console, print_json, settings_from, sources_from
 from pipeline.settings import Settings, describe
 
 
@@ -13,7 +13,6 @@ def register(app: typer.Typer) -> None:
     app.command("config")(config)
 
 
-@handle_errors
 def config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show the effective settings (database passwords masked) and the source of each value."""
     settings = settings_from(ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli._common import console, handle_errors, settings_from
+from pipeline.cli._common import console, settings_from
 from pipeline.settings import mask_url
 
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
@@ -15,13 +15,13 @@ def register(app: typer.Typer) -> None:
 
 
 @db_app.command("upgrade")
-@handle_errors
 def upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the tables (idempotent)."""
-    from storage.db import current_revision, make_engine, upgrade as do_upgrade
+    from storage.db import current_revision, ensure_home, make_engine
+    from storage.db import upgrade as do_upgrade
 
     settings = settings_from(ctx)
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_home(settings.home)
     engine = make_engine(settings.db_url)
     before = _safe_revision(engine)
     do_upgrade(engine, revision)
@@ -29,7 +29,6 @@ def upgrade(ctx: typer.Context, revision: str = typer.Argument("head", help="Tar
 
 
 @db_app.command("current")
-@handle_errors
 def current(ctx: typer.Context) -> None:
     """Print the schema revision of the database."""
     from storage.db import head_revision, make_engine

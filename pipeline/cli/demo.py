@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Optional
+from enum import StrEnum
 
 import typer
 
-from pipeline.cli._common import console, handle_errors, print_json, settings_from
+from pipeline.cli._common import console, print_json, settings_from
 from pipeline.errors import ConfigError
 
 
-class DemoModel(str, Enum):
+class DemoModel(StrEnum):
     tiny = "tiny"
     smollm2 = "smollm2"
 
@@ -26,11 +25,10 @@ def register(app: typer.Typer) -> None:
     app.command("demo-model")(demo_model)
 
 
-@handle_errors
 def demo_model(
     ctx: typer.Context,
     which: DemoModel = typer.Argument(..., help="tiny (random weights, seconds) or smollm2 (real, ~540 MB)."),
-    seed: Optional[int] = typer.Option(
+    seed: int | None = typer.Option(
         None, "--seed", help="Weight seed of the tiny model (same seed, same bytes; default 0)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {model, kind} as JSON."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -26,9 +25,9 @@ def _fmt(v) -> str:
 def cuad(
     ctx: typer.Context,
     folder: Path = typer.Argument(..., help="A folder in CUAD's layout: master_clauses.csv + full_contract_pdf/."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N contracts of the CSV."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N contracts of the CSV."),
     playbook: str = typer.Option("cuad", "--playbook", help="Playbook whose clause types map to CUAD categories."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
+    model: Path | None = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Ingest the contracts, review them with the playbook and score presence, evidence and answers

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from pipeline.cli._common import console, err_console, handle_errors, print_json, settings_from, sources_from
+from pipeline.cli._common import console, err_console, print_json, settings_from, sources_from
+
+if TYPE_CHECKING:
+    from pipeline.batch import ProgressEvent
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +21,6 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
 
 
-@handle_errors
 def serve(
     ctx: typer.Context,
     limit: int = typer.Option(1, "--limit", min=1, help="Flow runs at once; each runs in its own process with its own engine."),
@@ -40,7 +42,6 @@ def serve(
     serve_deployments(settings, limit=limit)
 
 
-@handle_errors
 def deploy(
     ctx: typer.Context,
     pool: str = typer.Option(..., "--pool", help="Process work pool to register on (created if missing)."),
@@ -62,15 +63,14 @@ def deploy(
     console.print(f"on each node: prefect worker start --pool {pool} --limit 1", highlight=False)
 
 
-@handle_errors
 def submit(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Batch name (default: batch-<timestamp>); reusing one resumes it."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Batch name (default: batch-<timestamp>); reusing one resumes it."),
     wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends; exit 1 if it failed."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     in_process: bool = typer.Option(False, "--in-process", help="Run here even when `serve` is running."),
-    playbook: Optional[str] = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
+    playbook: str | None = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
 ) -> None:
     """Create a batch from PATHS and run it; print the flow-run id and its UI URL.
 
@@ -80,7 +80,6 @@ def submit(
     """
     from flows._prefect import apply_prefect_environment
     from pipeline.batch import default_batch_name
-
     from pipeline.review.playbooks import playbook_for, resolve_playbook_path
 
     if playbook is not None and playbook.endswith(".toml"):  # the run may execute in another folder
@@ -137,10 +136,10 @@ class _Bar:
             TextColumn("[bold]{task.fields[state]}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
             TextColumn("{task.description}"), console=err_console, transient=True, disable=not self.tty,
         )
-        self.task = None
+        self.task: TaskID | None = None
         self.last_line = ""
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         self.progress.__enter__()
         self.task = self.progress.add_task("", total=100, state="submitted")
         return self
@@ -149,6 +148,7 @@ class _Bar:
         self.progress.__exit__(*exc)
 
     def update(self, state: str, percent: float | None, text: str | None) -> None:
+        assert self.task is not None, "update() outside the with block"
         self.progress.update(self.task, completed=percent or 0, description=text or "", state=state)
         if not self.tty:
             line = f"{state} {percent or 0:.0f}% {text or ''}".rstrip()
@@ -156,8 +156,7 @@ class _Bar:
                 err_console.print(line, highlight=False)
                 self.last_line = line
 
-    def event(self, ev: dict[str, Any]) -> None:
+    def event(self, ev: ProgressEvent) -> None:
         """In-process: the batch flow's progress events."""
-        text = ev.get("text") or (f"wave {ev['wave']}: {ev['done']}/{ev['total']} prompts" if ev.get("event") == "progress" else None)
-        if ev.get("event") in ("progress", "finished", "document_done"):
-            self.update("Running", ev.get("percent"), text)
+        if ev.kind in ("progress", "finished", "document_done"):
+            self.update("Running", ev.percent, ev.describe())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal
 
 import typer
 
-from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, engine_option, err_console, open_db, print_json, settings_from
 
 
 def register(app: typer.Typer) -> None:
@@ -15,15 +15,15 @@ def register(app: typer.Typer) -> None:
     app.command("quantize-emulate")(quantize_emulate)
 
 
-@handle_errors
 def golden(
     ctx: typer.Context,
     baseline: str = typer.Option("bf16", "--baseline", help="CONFIG of the reference: bf16, fp8[:real|:emulated], noise:SCALE[:SEED], a .toml of engine settings, or a saved *-outputs.json."),
     candidate: str = typer.Option("fp8", "--candidate", help="CONFIG of the deployment under test (same forms; fp8 = real FP8 kernels on a GPU, the emulated checkpoint elsewhere)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint folder (default: settings / latest demo model)."),
+    model: Path | None = typer.Option(None, "--model", help="Checkpoint folder (default: settings / latest demo model)."),
+    tensor_parallel_size: int | None = engine_option("tensor_parallel_size"),
     set_version: str = typer.Option("v1", "--set-version", help="Golden set under prompts/golden/."),
-    thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="Thresholds TOML (default prompts/golden/thresholds-v1.toml)."),
-    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Folder for the report (default <home>/reports/golden)."),
+    thresholds: Path | None = typer.Option(None, "--thresholds", help="Thresholds TOML (default prompts/golden/thresholds-v1.toml)."),
+    report_dir: Path | None = typer.Option(None, "--report-dir", help="Folder for the report (default <home>/reports/golden)."),
     rebuild_set: bool = typer.Option(False, "--rebuild-set", help="Rewrite the golden set from examples/contracts, then exit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (verdict, mode, aggregates, checks, cases)."),
 ) -> None:
@@ -33,9 +33,10 @@ def golden(
 
     Exit 0 on PASS, 1 on FAIL, 2 for usage errors.
     """
-    from pipeline.quality.golden import build_golden_set, golden_dir, run_golden
+    from pipeline.quality.golden_run import GoldenEvent, run_golden
+    from pipeline.quality.golden_set import build_golden_set, golden_dir
 
-    settings = settings_from(ctx, model=model)
+    settings = settings_from(ctx, model=model, tensor_parallel_size=tensor_parallel_size)
     if rebuild_set:
         gset = build_golden_set(golden_dir(settings.prompts_dir, set_version), version=set_version)
         if as_json:
@@ -45,13 +46,9 @@ def golden(
         return
     factory = open_db(settings)
 
-    def on_event(ev: dict) -> None:
-        if as_json:
-            return
-        if ev["event"] == "engine_start":
-            err_console.print(f"starting the {ev['side']} engine ({ev['mode']}, {ev['model']})", highlight=False)
-        elif ev["event"] == "generate":
-            err_console.print(f"{ev['side']}: {ev['cases']} golden prompts", highlight=False)
+    def on_event(ev: GoldenEvent) -> None:
+        if not as_json and ev.kind in ("engine_start", "generate"):
+            err_console.print(ev.describe(), highlight=False)
 
     outcome = run_golden(
         settings, model=model, baseline=baseline, candidate=candidate, factory=factory, golden_version=set_version,
@@ -77,13 +74,12 @@ def _print_outcome(outcome) -> None:
     console.print(f"report: {outcome.report_path}", highlight=False, soft_wrap=True)
 
 
-@handle_errors
 def quantize_emulate(
     ctx: typer.Context,
-    model: Optional[Path] = typer.Option(None, "--model", help="Source checkpoint folder (default: settings / latest demo model)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Destination folder (default: <home>/models/<name>-fp8emu-<granularity>)."),
+    model: Path | None = typer.Option(None, "--model", help="Source checkpoint folder (default: settings / latest demo model)."),
+    out: Path | None = typer.Option(None, "--out", help="Destination folder (default: <home>/models/<name>-fp8emu-<granularity>)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="One scale per weight tensor (vLLM's online fp8) instead of one per output channel."),
-    noise: Optional[float] = typer.Option(None, "--noise", help="Instead of FP8 rounding, add Gaussian noise of this scale x each tensor's std."),
+    noise: float | None = typer.Option(None, "--noise", help="Instead of FP8 rounding, add Gaussian noise of this scale x each tensor's std."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -100,7 +96,7 @@ def quantize_emulate(
     if noise is not None:
         report = quantize.add_weight_noise(source, noise, out, seed=seed, models_dir=settings.models_dir)
     else:
-        granularity = "tensor" if per_tensor else "channel"
+        granularity: Literal["channel", "tensor"] = "tensor" if per_tensor else "channel"
         report = quantize.emulate_fp8(source, out, granularity=granularity, models_dir=settings.models_dir)
     if as_json:
         print_json(report.as_dict())

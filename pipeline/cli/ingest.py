@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, err_console, open_db, print_json, settings_from
 from pipeline.errors import ModelNotFoundError
 
 STATUS_STYLE = {"ok": "green", "duplicate": "cyan", "failed": "red", "needs_ocr": "yellow"}
@@ -20,14 +19,13 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
 
 
-@handle_errors
 def ingest(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
-    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Batch name (default: batch-<timestamp>); reusing a name adds to it."),
-    password: Optional[str] = typer.Option(None, "--password", help="Password for encrypted PDFs (an empty one is always tried)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model folder whose tokenizer sizes the chunks."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Extract in this many processes (default: settings.ingest_workers)."),
+    batch: str | None = typer.Option(None, "--batch", "-b", help="Batch name (default: batch-<timestamp>); reusing a name adds to it."),
+    password: str | None = typer.Option(None, "--password", help="Password for encrypted PDFs (an empty one is always tried)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder whose tokenizer sizes the chunks."),
+    workers: int | None = typer.Option(None, "--workers", "-w", help="Extract in this many processes (default: settings.ingest_workers)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Read contracts into the database: pages, sentences and token-budget chunks.
@@ -86,10 +84,9 @@ def ingest(
     raise typer.Exit(0 if report.ok else 1)
 
 
-@handle_errors
 def status(
     ctx: typer.Context,
-    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch."),
+    batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """What the database holds: documents, chunks, jobs by state, summaries."""

@@ -1,52 +1,75 @@
-"""contractsum's entry point: global options, then one command group per module."""
+"""contractsum's entry point: global options, then the commands of an explicit list of modules."""
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from types import ModuleType
 
 import typer
 
-from pipeline.cli._common import exit_with_error
+from pipeline.cli._common import exit_with_error, handle_errors
 from pipeline.errors import ContractsumError
 
-app = typer.Typer(
-    name="contractsum",
-    help="Summarize legal contracts in batches with vLLM, citing pages and sentences.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-# Each module exposes register(app); a module that is missing simply adds nothing.
+# The command modules, each with ``register(app)``. A module listed here that cannot be imported
+# stops the CLI with an ImportError naming it: a renamed module must not silently drop commands.
 COMMAND_MODULES = ["ingest", "config", "db", "demo", "summarize", "export", "matrix", "eval", "plan", "golden", "flows"]
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML settings file (default: CONTRACTSUM_CONFIG or <home>/config.toml)."),
-    home: Optional[Path] = typer.Option(None, "--home", help="Data folder (default ~/.contractsum)."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite under home)."),
+    config: Path | None = typer.Option(None, "--config", help="TOML settings file (default: CONTRACTSUM_CONFIG or <home>/config.toml)."),
+    home: Path | None = typer.Option(None, "--home", help="Data folder (default ~/.contractsum)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite under home)."),
 ) -> None:
     overrides = {"home": home, "database_url": database_url}
     ctx.obj = {"config_file": config, "overrides": {k: v for k, v in overrides.items() if v is not None}}
 
 
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
+def build_app(modules: Sequence[str | ModuleType] = COMMAND_MODULES) -> typer.Typer:
+    """The CLI: global options, then every command of ``modules`` (names under ``pipeline.cli``,
+    or modules), each wrapped in :func:`handle_errors` here so none can miss it."""
+    app = typer.Typer(
+        name="contractsum",
+        help="Summarize legal contracts in batches with vLLM, citing pages and sentences.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.callback()(_root)
+    for name in modules:
+        if isinstance(name, ModuleType):
+            name.register(app)
+            continue
+        dotted = f"pipeline.cli.{name}"
         try:
-            module = importlib.import_module(f"pipeline.cli.{name}")
+            module = importlib.import_module(dotted)
         except ModuleNotFoundError as exc:
-            if exc.name == f"pipeline.cli.{name}":
-                continue
-            raise
-        module.register(app)
+            if exc.name != dotted:
+                raise  # the module exists; something it imports does not
+            raise ImportError(
+                f"contractsum CLI: command module {dotted} is missing (listed in COMMAND_MODULES)", name=dotted
+            ) from exc
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise ImportError(f"contractsum CLI: command module {dotted} has no register(app)", name=dotted)
+        register(app)
+    _handle_errors_everywhere(app)
+    return app
 
 
-_register_all()
+def _handle_errors_everywhere(app: typer.Typer) -> None:
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = handle_errors(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _handle_errors_everywhere(group.typer_instance)
+
+
+app = build_app()
 
 
 def _quiet_defaults() -> None:

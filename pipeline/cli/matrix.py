@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,17 +17,17 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def matrix(
     ctx: typer.Context,
-    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: every document)."),
-    playbook: Optional[str] = typer.Option(None, "--playbook", help="Playbook name or .toml path (default: settings)."),
+    batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch (default: every document)."),
+    playbook: str | None = typer.Option(None, "--playbook", help="Playbook name or .toml path (default: settings)."),
     fmt: str = typer.Option("csv", "--format", "-f", help="csv (CUAD's master_clauses.csv layout) | xlsx | html | json."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File or folder (default: stdout; xlsx: <home>/reports/)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File or folder (default: stdout; xlsx: <home>/reports/)."),
 ) -> None:
     """The portfolio matrix: one row per contract, one column per clause type of the playbook.
 
     Each cell says found / not found / not asked / failed, the answer where the kind has one, and
     the cited sentences with their pages. Without --out, csv/json/html go to stdout."""
-    from pipeline.reports.portfolio import MATRIX_FORMATS, build_matrix, write_matrix
     from pipeline.errors import ConfigError
+    from pipeline.reports.portfolio import MATRIX_FORMATS, build_matrix, write_matrix
     from pipeline.review.playbooks import playbook_for
 
     if fmt not in MATRIX_FORMATS:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Optional
+from enum import StrEnum
 
 import typer
 from rich.table import Table
 
+from pipeline.cli._common import console, print_json
 from pipeline.engine import planner
-from pipeline.cli._common import console, handle_errors, print_json
 from pipeline.engine.planner import GB, GiB
 
 
-class DtypeChoice(str, Enum):
+class DtypeChoice(StrEnum):
     bf16 = "bf16"
     fp8 = "fp8"
 
@@ -71,7 +70,6 @@ def _render(p: planner.Plan) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("plan")
-    @handle_errors
     def plan_command(
         model: str = typer.Option(..., "--model", help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b."),
         gpus: int = typer.Option(..., "--gpus", help="GPUs available."),
@@ -85,7 +83,7 @@ def register(app: typer.Typer) -> None:
         overhead_gib: float = typer.Option(
             planner.DEFAULT_OVERHEAD_GIB, "--overhead-gib", help="CUDA context, activations and graphs per GPU (GiB)."
         ),
-        tp: Optional[int] = typer.Option(None, "--tp", help="Also check this TP and warn about it."),
+        tp: int | None = typer.Option(None, "--tp", help="Also check this TP and warn about it."),
         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     ) -> None:
         """Size tensor parallelism: weights, KV cache and per-GPU memory at each TP that divides --gpus.

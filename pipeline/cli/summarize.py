@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.cli._common import console, err_console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, engine_option, err_console, open_db, print_json, settings_from
 
 
 def register(app: typer.Typer) -> None:
@@ -17,22 +16,22 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
 
 
-@handle_errors
 def summarize(
     ctx: typer.Context,
-    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
-    tensor_parallel_size: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16."),
-    quantization: Optional[str] = typer.Option(None, "--quantization", help="fp8 (GPU)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context length."),
-    playbook: Optional[str] = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
+    batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
+    model: Path | None = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
+    tensor_parallel_size: int | None = engine_option("tensor_parallel_size"),
+    dtype: str | None = engine_option("dtype"),
+    quantization: str | None = engine_option("quantization"),
+    max_model_len: int | None = engine_option("max_model_len"),
+    playbook: str | None = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Summarize every queued chunk with vLLM and store summaries with citations.
 
     Exit 0 when every document in scope has a summary, 1 when any failed.
     """
+    from pipeline.batch import ProgressEvent
     from pipeline.review.summarize import summarize as run
 
     settings = settings_from(
@@ -50,9 +49,9 @@ def summarize(
     with progress:
         task = progress.add_task("starting engine", total=None)
 
-        def on_progress(ev: dict) -> None:
-            if ev["event"] == "progress":
-                progress.update(task, completed=ev["done"], total=ev["total"], description=f"wave {ev['wave']}")
+        def on_progress(ev: ProgressEvent) -> None:
+            if ev.kind == "progress":
+                progress.update(task, completed=ev.done, total=ev.total, description=f"wave {ev.wave}")
 
         report = run(factory, settings, batch=batch, on_progress=on_progress)
     data = report.as_dict()
@@ -71,7 +70,6 @@ def summarize(
     raise typer.Exit(1 if report.failed else 0)
 
 
-@handle_errors
 def show(
     ctx: typer.Context,
     document: str = typer.Argument(..., help="Document id, sha256 (prefix of 8+) or file name."),

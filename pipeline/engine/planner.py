@@ -159,7 +159,8 @@ def load_shape(model: str | Path) -> ModelShape:
 
 def shape_from_config(raw: dict[str, Any], *, name: str = "model") -> ModelShape:
     # Multimodal wrappers keep the decoder under text_config.
-    cfg = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+    text_config = raw.get("text_config")
+    cfg: dict[str, Any] = text_config if isinstance(text_config, dict) else raw
     if any(cfg.get(k) for k in ("num_local_experts", "num_experts", "n_routed_experts")):
         raise ConfigError(f"{name}: mixture-of-experts configs are not supported by the planner")
 

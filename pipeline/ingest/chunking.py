@@ -24,9 +24,12 @@ PLAN_VERSION = 1
 
 
 class SentenceLike(Protocol):
-    ordinal: int
-    page: int
-    text: str
+    @property
+    def ordinal(self) -> int: ...
+    @property
+    def page(self) -> int: ...
+    @property
+    def text(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,7 +182,7 @@ def extract_all(
 def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeout: float, stats: ExtractionStats) -> None:
     """Wait until some busy child finishes, dies or runs out of time; record what happened."""
     busy = [c for c in children if c.job is not None]
-    deadlines = [c.job.deadline for c in busy if c.job.deadline is not None]
+    deadlines = [job.deadline for c in busy if (job := c.job) is not None and job.deadline is not None]
     wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
     wait([x for c in busy for x in (c.conn, c.proc.sentinel)], timeout=wait_for)
     now = time.monotonic()

@@ -11,7 +11,6 @@ import html
 import io
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -19,6 +18,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pipeline.errors import ConfigError, ContractsumError
+from pipeline.reports.markdown import md_inline
 
 Format = Literal["json", "csv", "md", "html"]
 FORMATS: tuple[Format, ...] = ("json", "csv", "md", "html")
@@ -196,18 +196,8 @@ def _render_csv(report: Report) -> str:
 
 # --- markdown -------------------------------------------------------------------------------
 
-# Backslash first so the escapes added for the others are not themselves escaped.
-_MD_SPECIAL = re.compile(r"([\\|*_`<>\[\]&#!~])")
-_WHITESPACE = re.compile(r"\s+")
-
-
-def _md(text: str) -> str:
-    """Contract text as inert Markdown: one line (no headings, lists or broken table rows), punctuation escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", _WHITESPACE.sub(" ", text).strip())
-
-
 def _md_citation(cit: CitationReport) -> str:
-    return f"p. {cit.page}, {cit.sentence_id}: \u201c{_md(cit.text)}\u201d"
+    return f"p. {cit.page}, {cit.sentence_id}: \u201c{md_inline(cit.text)}\u201d"
 
 
 _STATUS_TEXT = {"found": "found", "not_found": "not found", "not_asked": "not asked"}
@@ -222,39 +212,39 @@ def _provenance_line(p: Provenance) -> str:
 
 
 def _render_md(report: Report) -> str:
-    title = "Contract report" + (f" \u2014 {_md(report.batch)}" if report.batch else "")
+    title = "Contract report" + (f" \u2014 {md_inline(report.batch)}" if report.batch else "")
     lines = [f"# {title}", "", f"Generated {report.generated_at.isoformat()}.", ""]
     for doc in report.documents:
-        lines += [f"## {_md(doc.source)} \u2014 {doc.status}", ""]
+        lines += [f"## {md_inline(doc.source)} \u2014 {doc.status}", ""]
         facts = []
         if doc.document_id is not None:
             facts.append(f"- **Document:** {doc.document_id}")
         if doc.pages is not None:
             facts.append(f"- **Pages:** {doc.pages}")
         if doc.sha256:
-            facts.append(f"- **SHA-256:** {_md(doc.sha256)}")
+            facts.append(f"- **SHA-256:** {md_inline(doc.sha256)}")
         if doc.error:
-            facts.append(f"- **Error:** {_md(doc.error)}")
+            facts.append(f"- **Error:** {md_inline(doc.error)}")
         if doc.parties:
-            facts.append(f"- **Parties:** {'; '.join(_md(p) for p in doc.parties)}")
+            facts.append(f"- **Parties:** {'; '.join(md_inline(p) for p in doc.parties)}")
         if doc.dates:
-            facts.append("- **Dates:** " + "; ".join(f"{_md(d.label)}: {_md(d.date)}" for d in doc.dates))
+            facts.append("- **Dates:** " + "; ".join(f"{md_inline(d.label)}: {md_inline(d.date)}" for d in doc.dates))
         if doc.playbook:
-            facts.append(f"- **Playbook:** {_md(doc.playbook)} {_md(doc.playbook_version or '')}".rstrip())
+            facts.append(f"- **Playbook:** {md_inline(doc.playbook)} {md_inline(doc.playbook_version or '')}".rstrip())
         if doc.provenance:
-            facts.append(f"- **Provenance:** {_md(_provenance_line(doc.provenance))}")
+            facts.append(f"- **Provenance:** {md_inline(_provenance_line(doc.provenance))}")
         lines += [*facts, ""]
         if doc.summary:
-            lines += ["**Summary:** " + _md(doc.summary), ""]
+            lines += ["**Summary:** " + md_inline(doc.summary), ""]
         if doc.clauses:
             lines += ["| Clause | Finding | Evidence |", "|---|---|---|"]
             for clause in doc.clauses:
                 if clause.status != "found":
-                    lines.append(f"| {_md(clause.type)} | *{_STATUS_TEXT[clause.status]}* | \u2014 |")
+                    lines.append(f"| {md_inline(clause.type)} | *{_STATUS_TEXT[clause.status]}* | \u2014 |")
                     continue
                 evidence = "<br>".join(_md_citation(c) for c in clause.citations) or "(no citation)"
-                finding = _md(clause.finding) + (f" (answer: {_md(clause.answer)})" if clause.answer else "")
-                lines.append(f"| {_md(clause.type)} | {finding} | {evidence} |")
+                finding = md_inline(clause.finding) + (f" (answer: {md_inline(clause.answer)})" if clause.answer else "")
+                lines.append(f"| {md_inline(clause.type)} | {finding} | {evidence} |")
             lines.append("")
     return "\n".join(lines)
 

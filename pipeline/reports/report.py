@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +22,7 @@ def status_report(factory: sessionmaker[Session], *, batch: str | None = None) -
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def document_entry(s: Session, doc, prompt_version: str, playbook=None) -> dict[str, Any]:

@@ -79,7 +79,7 @@ class Playbook(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _unique(self) -> "Playbook":
+    def _unique(self) -> Playbook:
         seen: set[str] = set()
         for c in self.clauses:
             if c.id in seen:
@@ -204,7 +204,7 @@ def _field_name(raw: dict, loc: tuple) -> str:
     return ".".join(parts) or "clause"  # the one whole-file check is on the clause list (unique ids)
 
 
-def playbook_for(settings, override: "str | Path | Playbook | None" = None) -> Playbook:
+def playbook_for(settings, override: str | Path | Playbook | None = None) -> Playbook:
     """The playbook a run uses: ``override`` (a flag), else ``settings.playbook``."""
     if isinstance(override, Playbook):
         return override

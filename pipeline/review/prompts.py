@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from pipeline.errors import PromptError
+from pipeline.errors import PromptError, read_toml
 
 Kind = Literal["summarize", "reduce"]
 
@@ -32,7 +31,7 @@ class PromptTemplate(BaseModel):
     clauses_placeholder: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "PromptTemplate":
+    def _check(self) -> PromptTemplate:
         if self.user.count(self.placeholder) != 1:
             raise ValueError(f"user text must contain {self.placeholder} exactly once")
         if self.placeholder in self.system:
@@ -44,7 +43,7 @@ class PromptTemplate(BaseModel):
             raise ValueError(f"user text must contain {self.clauses_placeholder} exactly once, before {self.placeholder}")
         return self
 
-    def with_clauses(self, block: str) -> "PromptTemplate":
+    def with_clauses(self, block: str) -> PromptTemplate:
         """This template with the playbook's clause instruction in its slot (no slot: unchanged)."""
         if self.clauses_placeholder is None:
             return self
@@ -81,12 +80,7 @@ def load_template(prompts_dir: Path, kind: Kind, version: str, *, playbook=None)
 
 def _load_template_file(prompts_dir: Path, kind: Kind, version: str) -> PromptTemplate:
     path = prompts_dir / kind / f"{version}.toml"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"prompt template {path} does not exist", hint="check prompt_version / prompts_dir") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PromptError(f"prompt template {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, what="prompt template", error=PromptError, hint="check prompt_version / prompts_dir")
     try:
         tpl = PromptTemplate.model_validate(raw)
     except ValidationError as exc:

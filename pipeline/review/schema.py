@@ -50,7 +50,7 @@ class ContractSummary(Strict):
     dates: list[KeyDate] = Field(default_factory=list)
     clauses: list[ClauseFinding] = Field(default_factory=list)
 
-    def merged(self) -> "ContractSummary":
+    def merged(self) -> ContractSummary:
         """One finding per clause type (the first), citations united in order, parties and dates
         without repeats: the constrained decoder cannot be told "unique"."""
         by_type: dict[str, ClauseFinding] = {}

@@ -12,16 +12,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.batch import Chunker, queue_document, resolve_batch
-from pipeline.ingest.chunking import render_sentences
+from pipeline.batch import Chunker, ProgressEvent, queue_document, resolve_batch
 from pipeline.errors import EngineError, OutputError, PromptError
+from pipeline.ingest.chunking import render_sentences
 from pipeline.review.playbooks import Playbook, playbook_for
 from pipeline.review.prompts import PromptTemplate, Renderer, load_template
 from pipeline.review.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
 from pipeline.settings import Settings
 from storage import repo
 from storage.db import in_transaction
-from storage.models import Job, utcnow
+from storage.models import Job
 
 # Tokens held back when packing reduce inputs by estimate; the exact count is checked later.
 REDUCE_MARGIN = 32
@@ -113,7 +113,7 @@ class Summarizer:
         *,
         chunker: Chunker,
         owner: str | None = None,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
         playbook: Playbook | None = None,
     ) -> None:
         self.factory, self.settings, self.chunker = factory, settings, chunker
@@ -194,10 +194,10 @@ class Summarizer:
             for p in prepared
         ]
         report.waves += 1
-        self._emit({"event": "wave_start", "wave": report.waves, "prompts": len(requests)})
+        self._emit(ProgressEvent("wave_start", wave=report.waves, prompts=len(requests)))
         try:
             completions, stats = engine.generate(
-                requests, on_finished=lambda n, t: self._emit({"event": "progress", "wave": report.waves, "done": n, "total": t})
+                requests, on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t))
             )
         except EngineError:
             self._tx(lambda s: repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"))
@@ -212,27 +212,28 @@ class Summarizer:
             except OutputError as exc:
                 error, raw = exc.message, printable(c.text)
                 final = self._tx(
-                    lambda s: repo.retry_or_fail(s, p.job_id, error=error, raw=raw, max_attempts=self.settings.max_attempts)
+                    lambda s, p=p, error=error, raw=raw: repo.retry_or_fail(
+                        s, p.job_id, error=error, raw=raw, max_attempts=self.settings.max_attempts
+                    )
                 )
                 if not final:
                     report.retries += 1
                 continue
-            done = self._tx(lambda s: self._complete(s, p, c.text, result, report))
+            done = self._tx(lambda s, p=p, text=c.text, result=result: self._complete(s, p, text, result, report))
             if done is not None:
                 report.summarized.append(done)
-                self._emit({"event": "document_done", "document_id": done})
-        self._emit({"event": "wave_end", "wave": report.waves, "tokens_out": report.tokens_out})
+                self._emit(ProgressEvent("document_done", document_id=done))
+        self._emit(ProgressEvent("wave_end", wave=report.waves, tokens_out=report.tokens_out))
 
     def _complete(self, s: Session, p: _Prepared, text: str, result: ContractSummary, report: SummarizeReport) -> int | None:
         """Mark the job done with its result and, if it finishes its document, write the summary —
         one transaction, so a crash leaves either both or neither. Returns a finished document id."""
-        job = s.get(Job, p.job_id)
-        if job is None or job.state != "leased" or job.lease_owner != self.owner:
+        job = repo.complete_job(
+            s, p.job_id, owner=self.owner, result=result.model_dump(), raw_output=printable(text),
+            engine_run_id=report.engine_run_id,
+        )
+        if job is None:
             return None  # our lease expired and someone else took the job: their result wins
-        job.state, job.result, job.raw_output = "done", result.model_dump(), printable(text)
-        job.last_error, job.engine_run_id = None, report.engine_run_id
-        job.lease_owner, job.lease_expires_at, job.updated_at = None, None, utcnow()
-        s.flush()
         finished = self._maybe_finish_document(s, job, result, report)
         fault_point(self.settings, "before-commit")
         return finished
@@ -240,7 +241,7 @@ class Summarizer:
     def _tx(self, fn):
         return in_transaction(
             self.factory, fn, retry_seconds=self.settings.db_retry_seconds,
-            on_retry=lambda exc, n: self._emit({"event": "db_retry", "attempt": n, "error": type(exc).__name__}),
+            on_retry=lambda exc, n: self._emit(ProgressEvent("db_retry", attempt=n, error=type(exc).__name__)),
         )
 
     # -- prompts ----------------------------------------------------------------------------
@@ -263,7 +264,7 @@ class Summarizer:
         # One batch encode for the whole wave (the largest cost of preparing it).
         all_ids = self.renderer.token_ids_many([(tpl, data) for _, tpl, data, _ in rendered]) if rendered else []
         out: list[_Prepared] = []
-        for (job, _, _, allowed), ids in zip(rendered, all_ids):
+        for (job, _, _, allowed), ids in zip(rendered, all_ids, strict=True):
             room = self.context - len(ids)
             if room < 16:
                 rejected.append((job.id, f"prompt of {len(ids)} tokens leaves no room to answer in {self.context}"))
@@ -331,7 +332,6 @@ class Summarizer:
                 s,
                 [
                     {
-                        "key": f"reduce:{doc_id}:{self.pv}:{self.chunker.plan}:{top + 1}:{n}",
                         "kind": "reduce",
                         "batch_id": level[0].batch_id,
                         "document_id": doc_id,
@@ -378,7 +378,7 @@ class Summarizer:
         )
         return job.document_id
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress:
             self.on_progress(event)
 
@@ -428,7 +428,7 @@ def summarize(
     document_ids: Sequence[int] | None = None,
     engine=None,
     owner: str | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
     engine_factory: Callable[[], Any] | None = None,
     playbook: Playbook | str | None = None,
 ) -> SummarizeReport:
@@ -456,9 +456,9 @@ def summarize(
         lambda s: repo.start_engine_run(
             s,
             model=str(model_dir),
-            dtype=str(engine.config["dtype"]),
-            quantization=engine.config.get("quantization"),
-            tensor_parallel_size=int(engine.config["tensor_parallel_size"]),
+            dtype=engine.config.dtype,
+            quantization=engine.config.quantization,
+            tensor_parallel_size=engine.config.tensor_parallel_size,
             vllm_version=engine.vllm_version,
             prompt_version=settings.prompt_version,
             device=engine.device,

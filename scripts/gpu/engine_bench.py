@@ -137,7 +137,7 @@ class MemPeak:
         self.nvml = smoke.NvmlPeak()
         self.base = self.nvml.base
 
-    def start(self) -> "MemPeak":
+    def start(self) -> MemPeak:
         self.nvml.start()
         return self
 

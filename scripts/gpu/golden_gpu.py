@@ -14,7 +14,7 @@ Three runs of the golden prompts, greedy with top-5 logprobs, on one Llama-shape
                     FP8-dynamic W8A8 scheme; ``--granularity tensor`` gives vLLM's online
                     ``quantization="fp8"``: one scale per weight tensor and per activation tensor).
 
-Each candidate is compared with the baseline by ``pipeline.quality.golden.compare`` under
+Each candidate is compared with the baseline by ``pipeline.quality.golden_verdict.compare`` under
 ``prompts/golden/thresholds-v1.toml``; real-fp8 against emulated-fp8 shows what quantizing the
 activations adds to the weight rounding the CPU emulation covers.
 
@@ -44,7 +44,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from pipeline.quality import golden as G  # noqa: E402
+from pipeline.quality import golden_metrics as GM  # noqa: E402
+from pipeline.quality import golden_set as GS  # noqa: E402
+from pipeline.quality import golden_verdict as GV  # noqa: E402
 from pipeline.quality.quantize import FP8_E4M3_MAX, fp8_roundtrip, is_quantized_weight  # noqa: E402
 from pipeline.review.prompts import load_template  # noqa: E402
 
@@ -125,7 +127,7 @@ def apply_variant(model, variant: str, granularity: str) -> int:
     return changed
 
 
-def prompt_ids(gset: G.GoldenSet, tokenizer) -> list[list[int]]:
+def prompt_ids(gset: GS.GoldenSet, tokenizer) -> list[list[int]]:
     templates = {
         # The production map template, its clause slot filled by the default playbook (as the engine sees it).
         "summarize": load_template(REPO / "prompts", "summarize", gset.params["summarize_template"]).model_dump(),
@@ -149,13 +151,13 @@ def prompt_ids(gset: G.GoldenSet, tokenizer) -> list[list[int]]:
 
 
 @torch.no_grad()
-def generate(model, gset: G.GoldenSet, prompts: list[list[int]], max_new: int, tokenizer, device: str) -> list[G.SideOutput]:
+def generate(model, gset: GS.GoldenSet, prompts: list[list[int]], max_new: int, tokenizer, device: str) -> list[GM.SideOutput]:
     """Greedy decoding with a KV cache, one prompt at a time, top-N logprobs per step."""
     eos = set()
     if tokenizer is not None and tokenizer.eos_token_id is not None:
         eos.add(int(tokenizer.eos_token_id))
     outs = []
-    for case, ids in zip(gset.cases, prompts):
+    for case, ids in zip(gset.cases, prompts, strict=True):
         x = torch.tensor([ids], device=device)
         past = None
         tokens: list[int] = []
@@ -166,17 +168,17 @@ def generate(model, gset: G.GoldenSet, prompts: list[list[int]], max_new: int, t
             logp = torch.log_softmax(res.logits[0, -1].float(), dim=-1)
             top = torch.topk(logp, gset.logprobs)
             tok = int(top.indices[0])
-            lps.append({int(i): float(v) for i, v in zip(top.indices, top.values)})
+            lps.append({int(i): float(v) for i, v in zip(top.indices, top.values, strict=True)})
             tokens.append(tok)
             if tok in eos:
                 break
             x = torch.tensor([[tok]], device=device)
         text = tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else " ".join(map(str, tokens))
-        outs.append(G.SideOutput(case.id, text, tokens, lps, "stop"))
+        outs.append(GM.SideOutput(case.id, text, tokens, lps, "stop"))
     return outs
 
 
-def summary_line(name: str, cmp: G.Comparison) -> str:
+def summary_line(name: str, cmp: GV.Comparison) -> str:
     a = cmp.aggregates
     keys = ("exact_match_rate", "logprobs_close_rate", "top_n_agreement", "mean_abs_logprob_delta",
             "median_first_divergence", "rouge_l_f")
@@ -204,10 +206,10 @@ def main() -> int:
         info["capability"] = list(torch.cuda.get_device_capability(0))
         if tuple(info["capability"]) < (8, 9):
             print("warning: FP8 tensor-core GEMMs need compute capability 8.9+ (Ada, Hopper)", file=sys.stderr)
-    gset = G.load_golden_set(REPO / "prompts", "v1")
+    gset = GS.load_golden_set(REPO / "prompts", "v1")
     if args.cases:
-        gset = G.GoldenSet(gset.version, gset.directory, gset.params, gset.cases[: args.cases], gset.built_from)
-    thresholds = G.load_thresholds(G.thresholds_path(REPO / "prompts", "v1"))
+        gset = GS.GoldenSet(gset.version, gset.directory, gset.params, gset.cases[: args.cases], gset.built_from)
+    thresholds = GV.load_thresholds(GV.thresholds_path(REPO / "prompts", "v1"))
     tokenizer = None
     if args.model:
         from transformers import AutoTokenizer
@@ -216,7 +218,7 @@ def main() -> int:
     prompts = prompt_ids(gset, tokenizer)
     info["prompt_tokens"] = [len(x) for x in prompts]
 
-    runs: dict[str, list[G.SideOutput]] = {}
+    runs: dict[str, list[GM.SideOutput]] = {}
     for variant in ("bf16", "emulated-fp8", "real-fp8"):
         model = build_model(args, device)
         changed = apply_variant(model, variant, args.granularity)
@@ -234,7 +236,7 @@ def main() -> int:
     pairs = [("bf16 -> emulated-fp8", "bf16", "emulated-fp8"), ("bf16 -> real-fp8", "bf16", "real-fp8"),
              ("emulated-fp8 -> real-fp8", "emulated-fp8", "real-fp8")]
     for name, a, b in pairs:
-        cmp = G.compare(gset, runs[a], runs[b], thresholds)
+        cmp = GV.compare(gset, runs[a], runs[b], thresholds)
         results["comparisons"][name] = {"verdict": cmp.verdict, "aggregates": cmp.aggregates, "checks": cmp.checks,
                                         "cases": cmp.per_case}
         print(summary_line(name, cmp), flush=True)

@@ -62,8 +62,8 @@ def test_odd_file_names_are_ingested_and_reported(tmp_path, db_url):
     upgrade(make_engine(db_url))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    names = [b"caf\xe9 contract.pdf", "  spaced  name .pdf".encode(), ("x" * 240 + ".pdf").encode(), "合同-契約.pdf".encode()]
-    for name, src in zip(names, SEEDS * 2):
+    names = [b"caf\xe9 contract.pdf", b"  spaced  name .pdf", ("x" * 240 + ".pdf").encode(), "合同-契約.pdf".encode()]
+    for name, src in zip(names, SEEDS * 2, strict=False):
         with open(os.path.join(os.fsencode(inbox), name), "wb") as f:
             f.write(src.read_bytes() + name)  # distinct bytes, so none is a duplicate
     res = CliRunner().invoke(app, ["--database-url", db_url, "ingest", str(inbox), "--json"], catch_exceptions=False)

@@ -17,8 +17,8 @@ from badfiles import inflating_pdf, slow_pdf, text_pdf
 from conftest import CORPUS, make_settings
 from sqlalchemy import select
 
-from pipeline.ingest import ingest
 from pipeline.batch import ingest_paths
+from pipeline.ingest import ingest
 from pipeline.ingest.extractors import extract_all
 from storage.models import IngestRecord
 
