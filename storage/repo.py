@@ -78,11 +78,11 @@ def add_document(
     kind: str,
     size_bytes: int,
     status: str,
-    pages: Sequence[tuple[int, str, bool]],
+    pages: Sequence[tuple[int, str, bool] | tuple[int, str, bool, str, str | None, str | None, float | None]],
     sentences: Sequence[tuple[int, int, int, int, str]],
 ) -> Document:
-    """Insert a document with its pages (number, text, has_text) and sentences
-    (ordinal, page, start, end, text) in bulk."""
+    """Insert a document with its pages (number, text, has_text[, text_source, ocr_engine,
+    ocr_engine_version, ocr_confidence]) and sentences (ordinal, page, start, end, text) in bulk."""
     doc = Document(
         sha256=sha256,
         source=source,
@@ -98,7 +98,7 @@ def add_document(
     if pages:
         session.execute(
             insert(Page),
-            [{"document_id": doc.id, "number": n, "text": t, "has_text": h} for n, t, h in pages],
+            [_page_row(doc.id, page) for page in pages],
         )
     if sentences:
         session.execute(
@@ -109,6 +109,23 @@ def add_document(
             ],
         )
     return doc
+
+
+def _page_row(document_id: int, page: tuple) -> dict[str, Any]:
+    number, text, has_text, *ocr = page
+    source, engine, version, confidence = (*ocr, None, None, None, None)[:4] if ocr else ("text_layer", None, None, None)
+    return {
+        "document_id": document_id, "number": number, "text": text, "has_text": has_text, "text_source": source,
+        "ocr_engine": engine, "ocr_engine_version": version, "ocr_confidence": confidence,
+    }
+
+
+def ocr_pages_of(session: Session, document_id: int) -> dict[int, float | None]:
+    """{page number: OCR confidence} of the document's pages whose text OCR read."""
+    rows = session.execute(
+        select(Page.number, Page.ocr_confidence).where(Page.document_id == document_id, Page.text_source == "ocr")
+    )
+    return {n: c for n, c in rows}
 
 
 def batch_records(session: Session, batch_id: int) -> list[IngestRecord]:

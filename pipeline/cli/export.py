@@ -30,7 +30,9 @@ def export(
         raise ConfigError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
     settings = settings_from(ctx)
     factory = open_db(settings)
-    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch)
+    report = build_report(
+        factory, prompt_version=settings.prompt_version, batch=batch, low_confidence=settings.ocr_low_confidence
+    )
     target = out or settings.reports_dir / f"{batch or 'all'}.{fmt}"
     path = write_report(report, fmt, target)  # type: ignore[arg-type]
     done = sum(1 for d in report["documents"] if d["status"] == "summarized")

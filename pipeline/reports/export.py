@@ -49,6 +49,9 @@ class CitationReport(_Strict):
     text: str
     char_start: int = Field(ge=0)
     char_end: int = Field(ge=0)
+    # True when the cited page's text was read by OCR (not the PDF's text layer), with that page's confidence.
+    ocr: bool = False
+    ocr_confidence: float | None = None
 
 
 class ClauseReport(_Strict):
@@ -88,6 +91,8 @@ class DocumentReport(_Strict):
     dates: list[DateReport] = Field(default_factory=list)
     clauses: list[ClauseReport] = Field(default_factory=list)
     provenance: Provenance | None = None
+    ocr_pages: int = Field(default=0, ge=0)  # pages whose text OCR read
+    low_confidence_pages: list[int] = Field(default_factory=list)  # OCR pages below ocr_low_confidence
 
 
 class Report(_Strict):
@@ -147,7 +152,7 @@ def _render_json(report: Report) -> str:
 
 # --- csv ------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("document_id", "source", "status", "clause_type", "finding", "sentence_id", "page", "text")
+CSV_COLUMNS = ("document_id", "source", "status", "clause_type", "finding", "sentence_id", "page", "text", "text_source")
 
 # Spreadsheets evaluate cells starting with these as formulas (OWASP "CSV injection");
 # tab and CR are on OWASP's list too because some importers strip them before evaluating.
@@ -169,15 +174,31 @@ def _render_csv(report: Report) -> str:
     for doc in report.documents:
         head = (doc.document_id, doc.source, doc.status)
         if not doc.clauses:
-            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None)])
+            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None, None)])
         for clause in doc.clauses:
             # A clause without evidence still gets a row, so no finding is silently dropped.
             if not clause.citations:
-                writer.writerow([_cell(v) for v in (*head, clause.type, clause.finding, None, None, None)])
+                writer.writerow([_cell(v) for v in (*head, clause.type, clause.finding, None, None, None, None)])
             for cit in clause.citations:
-                row = (*head, clause.type, clause.finding, cit.sentence_id, cit.page, cit.text)
+                row = (*head, clause.type, clause.finding, cit.sentence_id, cit.page, cit.text, _text_source(doc, cit))
                 writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
+
+
+def _text_source(doc: DocumentReport, cit: CitationReport) -> str:
+    """"text_layer", "ocr" or "ocr_low_confidence": what a citation's quote rests on."""
+    if not cit.ocr:
+        return "text_layer"
+    return "ocr_low_confidence" if cit.page in doc.low_confidence_pages else "ocr"
+
+
+def _ocr_fact(doc: DocumentReport) -> str | None:
+    if not doc.ocr_pages:
+        return None
+    text = f"{doc.ocr_pages} of {doc.pages} pages read by OCR" if doc.pages else f"{doc.ocr_pages} pages read by OCR"
+    if doc.low_confidence_pages:
+        text += "; low OCR confidence on page(s) " + ", ".join(str(n) for n in doc.low_confidence_pages)
+    return text
 
 
 # --- markdown -------------------------------------------------------------------------------
@@ -192,8 +213,12 @@ def _md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", _WHITESPACE.sub(" ", text).strip())
 
 
-def _md_citation(cit: CitationReport) -> str:
-    return f"p. {cit.page}, {cit.sentence_id}: \u201c{_md(cit.text)}\u201d"
+_SOURCE_MARK = {"text_layer": "", "ocr": " (OCR)", "ocr_low_confidence": " (OCR, low confidence)"}
+
+
+def _md_citation(doc: DocumentReport, cit: CitationReport) -> str:
+    mark = _SOURCE_MARK[_text_source(doc, cit)]
+    return f"p. {cit.page}, {cit.sentence_id}{mark}: \u201c{_md(cit.text)}\u201d"
 
 
 def _provenance_line(p: Provenance) -> str:
@@ -218,6 +243,8 @@ def _render_md(report: Report) -> str:
             facts.append(f"- **SHA-256:** {_md(doc.sha256)}")
         if doc.error:
             facts.append(f"- **Error:** {_md(doc.error)}")
+        if ocr := _ocr_fact(doc):
+            facts.append(f"- **OCR:** {_md(ocr)}")
         if doc.parties:
             facts.append(f"- **Parties:** {'; '.join(_md(p) for p in doc.parties)}")
         if doc.dates:
@@ -230,7 +257,7 @@ def _render_md(report: Report) -> str:
         if doc.clauses:
             lines += ["| Clause | Finding | Evidence |", "|---|---|---|"]
             for clause in doc.clauses:
-                evidence = "<br>".join(_md_citation(c) for c in clause.citations) or "(no citation)"
+                evidence = "<br>".join(_md_citation(doc, c) for c in clause.citations) or "(no citation)"
                 lines.append(f"| {_md(clause.type)} | {_md(clause.finding)} | {evidence} |")
             lines.append("")
     return "\n".join(lines)
@@ -248,12 +275,25 @@ nav ol{padding-left:1.4rem}.meta{color:#555;font-size:.9rem}
 table{border-collapse:collapse;width:100%;margin:.8rem 0}th,td{border:1px solid #ddd;padding:.35rem .55rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}ul.cites{margin:0;padding-left:1rem}.cite-ref{font-family:ui-monospace,monospace;color:#555;white-space:nowrap}
 blockquote{margin:.2rem 0 .5rem;padding-left:.6rem;border-left:3px solid #ccc;color:#333}
+.src{display:inline-block;padding:0 .4rem;border-radius:.5rem;font-size:.75rem;background:#e8eefc}.src-ocr_low_confidence{background:#fbe0e0}
+.ocr-note{background:#e8eefc;padding:.4rem .8rem;border-radius:.3rem}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:0 1rem;font-size:.9rem}dl.prov dt{color:#555}
 """.strip()
 
 
 def _h(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _html_source(doc: DocumentReport, cit: CitationReport) -> str:
+    source = _text_source(doc, cit)
+    if source == "text_layer":
+        return ""
+    label = "OCR, low confidence" if source == "ocr_low_confidence" else "OCR"
+    title = "quoted from text read by OCR"
+    if cit.ocr_confidence is not None:
+        title += f" (page confidence {cit.ocr_confidence:.0f})"
+    return f' <span class="src src-{_h(source)}" title="{_h(title)}">{_h(label)}</span>'
 
 
 def _html_document(index: int, doc: DocumentReport) -> list[str]:
@@ -272,6 +312,8 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
         out.append(f'<p class="meta">{" · ".join(meta)}</p>')
     if doc.error:
         out.append(f'<p class="error"><strong>Error:</strong> {_h(doc.error)}</p>')
+    if ocr := _ocr_fact(doc):
+        out.append(f'<p class="ocr-note"><strong>OCR:</strong> {_h(ocr)}</p>')
     if doc.summary:
         out += ["<h3>Summary</h3>", f'<p class="summary">{_h(doc.summary)}</p>']
     if doc.parties:
@@ -284,7 +326,7 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
         out += ["<h3>Clauses</h3>", "<table>", "<tr><th>Clause</th><th>Finding</th><th>Evidence</th></tr>"]
         for clause in doc.clauses:
             cites = [
-                f'<li><span class="cite-ref">p. {_h(c.page)}, {_h(c.sentence_id)}</span>'
+                f'<li><span class="cite-ref">p. {_h(c.page)}, {_h(c.sentence_id)}</span>{_html_source(doc, c)}'
                 f"<blockquote>{_h(c.text)}</blockquote></li>"
                 for c in clause.citations
             ]

@@ -25,8 +25,10 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
-    """One document of the export report, from storage."""
+def document_entry(s: Session, doc, prompt_version: str, *, low_confidence: float = 80.0) -> dict[str, Any]:
+    """One document of the export report, from storage. Pages OCR read are counted, those whose
+    OCR confidence is below ``low_confidence`` listed, and each citation says whether it rests on OCR text."""
+    ocr_pages = repo.ocr_pages_of(s, doc.id)
     entry: dict[str, Any] = {
         "document_id": doc.id,
         "source": doc.source,
@@ -39,6 +41,8 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
         "dates": [],
         "clauses": [],
         "provenance": None,
+        "ocr_pages": len(ocr_pages),
+        "low_confidence_pages": sorted(n for n, c in ocr_pages.items() if c is not None and c < low_confidence),
     }
     if doc.status == "needs_ocr":
         entry["status"] = "needs_ocr"
@@ -53,7 +57,8 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
     for c in repo.citations_of(s, summary.id):
         cites.setdefault(c.clause_id, []).append(
             {"sentence_id": f"S{c.sentence_ordinal}", "page": c.page_number, "text": c.text,
-             "char_start": c.char_start, "char_end": c.char_end}
+             "char_start": c.char_start, "char_end": c.char_end, "ocr": c.page_number in ocr_pages,
+             "ocr_confidence": ocr_pages.get(c.page_number)}
         )
     entry.update(
         status="summarized",
@@ -72,12 +77,14 @@ def document_entry(s: Session, doc, prompt_version: str) -> dict[str, Any]:
     return entry
 
 
-def build_report(factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None) -> dict[str, Any]:
+def build_report(
+    factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None, low_confidence: float = 80.0
+) -> dict[str, Any]:
     """The export report: every document (of ``batch``), plus the batch's files that failed ingest."""
     with factory() as s:
         batch_id = resolve_batch(s, batch)
         docs = repo.documents(s, batch_id=batch_id, statuses=("ok", "needs_ocr"))
-        entries = [document_entry(s, d, prompt_version) for d in docs]
+        entries = [document_entry(s, d, prompt_version, low_confidence=low_confidence) for d in docs]
         if batch_id is not None:
             for rec in repo.batch_records(s, batch_id):
                 if rec.status == "failed":
