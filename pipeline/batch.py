@@ -246,6 +246,22 @@ def ocr_settings(settings: Settings) -> ocr.OcrConfig:
     )
 
 
+def _page_rows(ex: ingest.Extraction) -> list[tuple]:
+    return [
+        (p.number, p.text, p.has_text, p.text_source, p.ocr_engine, p.ocr_engine_version, p.ocr_confidence)
+        for p in ex.pages
+    ]
+
+
+def _sentence_rows(ex: ingest.Extraction) -> list[tuple[int, int, int, int, str]]:
+    return [(x.ordinal, x.page, x.start, x.end, x.text) for x in ex.sentences]
+
+
+def _reads_more(session: Session, doc: Document, ex: ingest.Extraction) -> bool:
+    """Whether this extraction has text on more pages than the stored needs_ocr document."""
+    return sum(p.has_text for p in ex.pages) > repo.text_page_count(session, doc.id)
+
+
 def _record_internal_error(factory, batch_id: int, path: Path, ex: ingest.Extraction, exc: Exception) -> FileOutcome:
     where = display_name(str(path))
     reason = f"internal error while storing: {type(exc).__name__}: {display_name(str(exc))[:300]}"
@@ -276,6 +292,22 @@ def _store_one(
                     repo.record_file(s, batch, source=where, status="failed", reason=ex.reason, sha256=ex.sha256)
                     return outcome
                 existing = repo.document_by_sha(s, ex.sha256)
+                if existing is not None and existing.status == "needs_ocr" and _reads_more(s, existing, ex):
+                    # Stored before OCR could read it (OCR off, engine missing): this reading replaces it.
+                    repo.replace_text(s, existing, status=ex.status, pages=_page_rows(ex), sentences=_sentence_rows(ex))
+                    outcome.document_id = existing.id
+                    outcome.reason = "; ".join(
+                        x for x in (ex.reason, f"re-read: document {existing.id} was needs_ocr") if x
+                    )
+                    if chunker is not None and existing.status == "ok":
+                        outcome.chunks = _queue(
+                            s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id
+                        )[1]
+                    repo.record_file(
+                        s, batch, source=where, status=ex.status, reason=outcome.reason,
+                        sha256=ex.sha256, pages=len(ex.pages), document_id=existing.id,
+                    )
+                    return outcome
                 if existing is not None:
                     outcome.status = "duplicate"
                     outcome.reason = f"same content as {existing.source} (document {existing.id})"
@@ -299,11 +331,8 @@ def _store_one(
                     kind=ex.kind,
                     size_bytes=ex.size_bytes,
                     status=ex.status,
-                    pages=[
-                        (p.number, p.text, p.has_text, p.text_source, p.ocr_engine, p.ocr_engine_version, p.ocr_confidence)
-                        for p in ex.pages
-                    ],
-                    sentences=[(x.ordinal, x.page, x.start, x.end, x.text) for x in ex.sentences],
+                    pages=_page_rows(ex),
+                    sentences=_sentence_rows(ex),
                 )
                 outcome.document_id = doc.id
                 if chunker is not None and doc.status == "ok":

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -118,6 +118,33 @@ def _page_row(document_id: int, page: tuple) -> dict[str, Any]:
         "document_id": document_id, "number": number, "text": text, "has_text": has_text, "text_source": source,
         "ocr_engine": engine, "ocr_engine_version": version, "ocr_confidence": confidence,
     }
+
+
+def replace_text(
+    session: Session, doc: Document, *, status: str, pages: Sequence[tuple], sentences: Sequence[tuple[int, int, int, int, str]]
+) -> None:
+    """Replace the pages and sentences of a document that has no chunks yet (a needs_ocr one that
+    OCR has now read), and its status."""
+    session.execute(delete(Sentence).where(Sentence.document_id == doc.id))
+    session.execute(delete(Page).where(Page.document_id == doc.id))
+    session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+    doc.status = status
+    doc.page_count = len(pages)
+    session.flush()
+    if pages:
+        session.execute(insert(Page), [_page_row(doc.id, page) for page in pages])
+    if sentences:
+        session.execute(
+            insert(Sentence),
+            [
+                {"document_id": doc.id, "ordinal": o, "page_number": p, "char_start": a, "char_end": b, "text": t}
+                for o, p, a, b, t in sentences
+            ],
+        )
+
+
+def text_page_count(session: Session, document_id: int) -> int:
+    return session.scalar(select(func.count()).where(Page.document_id == document_id, Page.has_text.is_(True))) or 0
 
 
 def ocr_pages_of(session: Session, document_id: int) -> dict[int, float | None]:

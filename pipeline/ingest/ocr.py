@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from io import BytesIO
 
 ENGINE = "tesseract"
+# Tesseract page segmentation mode 4, "a single column of text of variable sizes": contracts are
+# single-column, and mode 3 (fully automatic) cuts a hanging section number ("5.2.") off into a
+# block of its own, away from its sentence. Measured in bench/ocr.py (docs/performance.md).
+PAGE_SEGMENTATION = "4"
 MODES = ("auto", "off", "force")
 _LANGUAGES = re.compile(r"^[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)*$")
 
@@ -141,7 +145,7 @@ def read_image(image, *, languages: str, dpi: int, binary: str = ENGINE) -> OcrP
     image.convert("L").save(buf, "PPM")  # raw PGM: no compression cost on either side of the pipe
     try:
         proc = subprocess.run(
-            [path, "stdin", "stdout", "-l", languages, "--dpi", str(dpi), "--psm", "3", "tsv"],
+            [path, "stdin", "stdout", "-l", languages, "--dpi", str(dpi), "--psm", PAGE_SEGMENTATION, "tsv"],
             input=buf.getvalue(), capture_output=True, env=_env(), preexec_fn=_die_with_parent,
         )
     except OSError as exc:
