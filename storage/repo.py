@@ -421,6 +421,7 @@ def counts(session: Session) -> dict[str, int]:
         ("engine_runs", EngineRun),
     ):
         out[name] = session.scalar(select(func.count()).select_from(model)) or 0
+    out["ocr_pages"] = session.scalar(select(func.count()).where(Page.text_source == "ocr", Page.has_text.is_(True))) or 0
     return out
 
 

@@ -266,6 +266,7 @@ def test_a_needs_ocr_document_is_re_read_when_ocr_can_read_it(tmp_path, factory)
         assert page.text_source == "ocr" and page.has_text
         sentences = repo.sentences_of(s, doc.id)
         assert sentences and all(page.text[x.char_start : x.char_end] == x.text for x in sentences)
+        assert repo.counts(s)["ocr_pages"] == 1  # what `contractsum status` shows
     third = ingest_paths(factory, make_settings(tmp_path / "home", ocr="auto", ocr_dpi=150), [scan], batch_name="third")
     assert third.files[0].status == "duplicate"
 
