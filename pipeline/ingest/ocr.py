@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from io import BytesIO
 
 ENGINE = "tesseract"
-# Tesseract page segmentation mode 4, "a single column of text of variable sizes": contracts are
-# single-column, and mode 3 (fully automatic) cuts a hanging section number ("5.2.") off into a
-# block of its own, away from its sentence. Measured in bench/ocr.py (docs/performance.md).
-PAGE_SEGMENTATION = "4"
+# Tesseract page segmentation mode 3 (fully automatic, its default). Mode 4 ("one column of text")
+# keeps a hanging section number ("5.2.") with its line on straight pages, but on a page fed 2
+# degrees crooked it lost up to 60% of the characters where mode 3 lost 2% (bench/ocr.py, docs/performance.md).
+PAGE_SEGMENTATION = "3"
 MODES = ("auto", "off", "force")
 _LANGUAGES = re.compile(r"^[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)*$")
 

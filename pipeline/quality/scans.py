@@ -38,8 +38,9 @@ def render_pages(pdf: Path, dpi: int, pages: Sequence[int] | None = None) -> lis
 
 
 def skewed(image: Image.Image, degrees: float = 2.0) -> Image.Image:
-    """The page fed crooked: rotated by ``degrees`` about its centre, white filling the corners."""
-    return image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=255)
+    """The page fed crooked: rotated by ``degrees`` on a canvas grown to hold all of it (nothing cut
+    off), white filling the corners."""
+    return image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
 
 
 def noisy(image: Image.Image, *, seed: int = 0, speckle: float = 0.01, blur: float = 0.8) -> Image.Image:
