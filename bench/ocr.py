@@ -67,16 +67,17 @@ def error_counts(reference: str, hypothesis: str) -> dict[str, int]:
 def flexible_char_errors(reference: str, hypothesis: str) -> int:
     """Character errors that do not depend on reading order (after Clausner, Pletschacher and
     Antonacopoulos, "Flexible character accuracy measure for reading-order-independent evaluation",
-    Pattern Recognition Letters 131, 2020, simplified): every reference paragraph is aligned with its
-    best-matching stretch of the OCR text wherever it is; errors are the edit distances of those
-    alignments plus every OCR character no paragraph claimed (text OCR invented)."""
+    Pattern Recognition Letters 131, 2020, simplified): every reference line (a paragraph or a list
+    item: ``clean_page_text`` has already joined wrapped lines) is aligned with its best-matching
+    stretch of the OCR text wherever it is; errors are the edit distances of those alignments plus
+    every OCR character no line claimed (text OCR invented)."""
     from rapidfuzz import fuzz
     from rapidfuzz.distance import Levenshtein
 
     hyp = normalize(hypothesis)
     claimed = bytearray(len(hyp))
     errors = 0
-    paragraphs = [normalize(p) for p in re.split(r"\n\s*\n", reference)]
+    paragraphs = [normalize(p) for p in reference.split("\n")]
     for para in sorted((p for p in paragraphs if p), key=len, reverse=True):  # long ones first: least ambiguous
         if not hyp:
             errors += len(para)

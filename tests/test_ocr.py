@@ -95,6 +95,14 @@ def test_scanned_contract_is_ocrd_summarized_and_every_citation_is_on_its_ocr_pa
     assert 'class="src src-ocr' in render(built, "html")
     factory.kw["bind"].dispose()
 
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    shown = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "show", str(outcome.document_id)], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    assert "4 of 4 pages read by OCR" in shown.output and "(OCR" in shown.output
+
 
 def test_mixed_pdf_gets_ocr_for_its_scanned_page_and_keeps_text_layer_pages_untouched(tmp_path, reference_pages):
     mixed = scans.mixed_copy(NDA, tmp_path / "mixed.pdf", scanned=[2], dpi=DPI)
