@@ -160,7 +160,7 @@ def extract_all(
         return
     stats = stats if stats is not None else ExtractionStats()
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["pipeline.ingest.ingest", "pypdf", "pypdfium2"])  # applies when the server starts
+    ctx.set_forkserver_preload(["pipeline.ingest.ingest", "pypdf"])  # applies when the server starts; pypdfium2 loads on a first OCR page
     size = max(1, min(workers, len(files)))
     window = size * WINDOW_PER_CHILD
     children: list[_Child] = []
