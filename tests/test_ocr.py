@@ -22,7 +22,7 @@ from storage.models import Page
 
 NDA = CORPUS / "commonpaper-mutual-nda-v1.pdf"  # 4 pages
 DPI = 200
-OCR_AT_200 = dict(ocr="auto", ocr_dpi=DPI)
+OCR_AT_200 = {"ocr": "auto", "ocr_dpi": DPI}
 
 
 def _words(text: str) -> set[str]:
