@@ -1,6 +1,6 @@
 """Every benchmark, one table: name, ours, baseline, ratio, goal, met?
 
-    python -m bench.run                                  # ingest, chunking, engine, review, scale at 1,000
+    python -m bench.run                                  # ingest, chunking, ocr, engine, review, scale at 1,000
     python -m bench.run --only ingest,chunking           # the quick ones (no model engine)
     python -m bench.run --scale-sizes 1000,10000         # the nightly-scale goal (long)
     python -m bench.run --json results.json              # also keep every detail
@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import Row, format_table, machine
 
-PARTS = ("ingest", "chunking", "engine", "review", "scale")
+PARTS = ("ingest", "chunking", "ocr", "engine", "review", "scale")
 
 
 def main() -> None:
@@ -56,6 +56,10 @@ def main() -> None:
             from bench import ingest
 
             r, d = ingest.run_chunking(repeat=args.repeat)
+        elif part == "ocr":
+            from bench import ocr
+
+            r, d = ocr.run(workers=args.workers)
         elif part == "engine":
             from bench import engine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Literal
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.ingest import ingest
+from pipeline.ingest import ingest, ocr
 from pipeline.ingest.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
 from pipeline.ingest.extractors import ExtractionStats, extract_all
 from pipeline.ingest.ingest import display_name
@@ -21,6 +22,8 @@ from pipeline.settings import Settings
 from storage import repo
 from storage.db import transaction
 from storage.models import Batch, Chunk, Document
+
+log = logging.getLogger(__name__)
 
 # Tokens kept free between the template and the chunk: BPE merges at the seam can shift a count.
 SEAM_TOKENS = 8
@@ -67,6 +70,7 @@ class FileOutcome:
     document_id: int | None = None
     chunks: int | None = None
     path: str = ""
+    ocr_pages: int = 0  # pages whose text OCR read
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +84,7 @@ class IngestReport:
     problems: list[FileOutcome] = field(default_factory=list)  # paths that named no file
     chunking: str | None = None  # why chunks were not made, if they were not
     extraction: ExtractionStats = field(default_factory=ExtractionStats)  # what the reading processes did
+    notices: list[str] = field(default_factory=list)  # said once per batch (e.g. the OCR engine is missing)
 
     @property
     def ok(self) -> bool:
@@ -244,13 +249,19 @@ def ingest_paths(
         report.problems.append(FileOutcome(source=shown, status="failed", reason=reason, path=shown))
     if on_start:
         on_start(len(files))
+    ocr_config = ocr_settings(settings)
+    if ocr_config.unavailable and any(f.suffix.lower() == ".pdf" for f in files):
+        notice = f"OCR is unavailable: {ocr_config.unavailable}; PDF pages without a text layer stay needs_ocr"
+        log.warning(notice)
+        report.notices.append(notice)
     extract = partial(
         ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes,
-        max_decompressed_bytes=settings.max_decompressed_bytes,
+        max_decompressed_bytes=settings.max_decompressed_bytes, ocr=ocr_config,
     )
     runs = extract_all(
         files, extract, workers=settings.ingest_workers if workers is None else workers, timeout=settings.extract_timeout_seconds,
-        memory_bytes=settings.extract_memory_bytes, stats=report.extraction,
+        memory_bytes=settings.extract_memory_bytes, ocr_seconds_per_page=settings.ocr_timeout_seconds_per_page,
+        stats=report.extraction,
     )
     for path, ex in runs:
         try:
@@ -265,6 +276,32 @@ def ingest_paths(
     if chunker is None:
         report.chunking = "no model configured: chunks are made when `summarize` runs"
     return report
+
+
+def ocr_settings(settings: Settings) -> ocr.OcrConfig:
+    """The OCR part of the settings, checked once here: a missing engine or language is one notice
+    for the batch, and every file's reason, instead of each extraction process finding out again."""
+    unavailable = ocr.problem(settings.ocr_languages) if settings.ocr != "off" else None
+    return ocr.OcrConfig(
+        mode=settings.ocr, languages=settings.ocr_languages, dpi=settings.ocr_dpi,
+        low_confidence=settings.ocr_low_confidence, unavailable=unavailable,
+    )
+
+
+def _page_rows(ex: ingest.Extraction) -> list[tuple]:
+    return [
+        (p.number, p.text, p.has_text, p.text_source, p.ocr_engine, p.ocr_engine_version, p.ocr_confidence)
+        for p in ex.pages
+    ]
+
+
+def _sentence_rows(ex: ingest.Extraction) -> list[tuple[int, int, int, int, str]]:
+    return [(x.ordinal, x.page, x.start, x.end, x.text) for x in ex.sentences]
+
+
+def _reads_more(session: Session, doc: Document, ex: ingest.Extraction) -> bool:
+    """Whether this extraction has text on more pages than the stored needs_ocr document."""
+    return sum(p.has_text for p in ex.pages) > repo.text_page_count(session, doc.id)
 
 
 def _record_internal_error(factory, batch_id: int, path: Path, ex: ingest.Extraction, exc: Exception) -> FileOutcome:
@@ -285,7 +322,10 @@ def _store_one(
     chunker: Chunker | None,
 ) -> FileOutcome:
     source, where = display_name(ex.source), display_name(str(path))
-    outcome = FileOutcome(source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=where)
+    outcome = FileOutcome(
+        source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=where,
+        ocr_pages=ex.ocr_pages,
+    )
     for attempt in range(2):
         try:
             with transaction(factory) as s:
@@ -294,6 +334,22 @@ def _store_one(
                     repo.record_file(s, batch, source=where, status="failed", reason=ex.reason, sha256=ex.sha256)
                     return outcome
                 existing = repo.document_by_sha(s, ex.sha256)
+                if existing is not None and existing.status == "needs_ocr" and _reads_more(s, existing, ex):
+                    # Stored before OCR could read it (OCR off, engine missing): this reading replaces it.
+                    repo.replace_text(s, existing, status=ex.status, pages=_page_rows(ex), sentences=_sentence_rows(ex))
+                    outcome.document_id = existing.id
+                    outcome.reason = "; ".join(
+                        x for x in (ex.reason, f"re-read: document {existing.id} was needs_ocr") if x
+                    )
+                    if chunker is not None and existing.status == "ok":
+                        outcome.chunks = _queue(
+                            s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id
+                        )[1]
+                    repo.record_file(
+                        s, batch, source=where, status=ex.status, reason=outcome.reason,
+                        sha256=ex.sha256, pages=len(ex.pages), document_id=existing.id,
+                    )
+                    return outcome
                 if existing is not None:
                     outcome.status = "duplicate"
                     outcome.reason = f"same content as {existing.source} (document {existing.id})"
@@ -317,8 +373,8 @@ def _store_one(
                     kind=ex.kind,
                     size_bytes=ex.size_bytes,
                     status=ex.status,
-                    pages=[(p.number, p.text, p.has_text) for p in ex.pages],
-                    sentences=[(x.ordinal, x.page, x.start, x.end, x.text) for x in ex.sentences],
+                    pages=_page_rows(ex),
+                    sentences=_sentence_rows(ex),
                 )
                 outcome.document_id = doc.id
                 if chunker is not None and doc.status == "ok":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +75,23 @@ class Settings(EngineSettings, _Where):
     )
     extract_memory_bytes: int = Field(
         default=4 * 1024**3, ge=0, description="Address-space cap of each text-extraction process (0: none)."
+    )
+    # -- OCR (pipeline/ingest/ocr.py) ------------------------------------------------------
+    ocr: Literal["auto", "off", "force"] = Field(
+        default="auto",
+        description="OCR PDF pages with Tesseract: auto = pages without a text layer, force = every page, off = none "
+        "(such files stay needs_ocr).",
+    )
+    ocr_languages: str = Field(
+        default="eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
+        description="Tesseract languages, '+'-joined (e.g. eng+deu); each needs its tesseract-ocr-<lang> package.",
+    )
+    ocr_dpi: int = Field(default=300, ge=72, le=1200, description="Resolution pages are rendered at for OCR.")
+    ocr_timeout_seconds_per_page: float = Field(
+        default=120.0, ge=0, description="Added to extract_timeout_seconds for each page a file needs OCR'd."
+    )
+    ocr_low_confidence: float = Field(
+        default=80.0, ge=0, le=100, description="OCR pages whose mean word confidence (0-100) is below this are flagged."
     )
     max_pages: int = Field(default=2000, ge=1, description="Files with more pages are refused.")
     max_decompressed_bytes: int = Field(

@@ -96,6 +96,12 @@ class Page(Base):
     number: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     has_text: Mapped[bool] = mapped_column(Boolean, default=True)
+    # How the text was obtained: "text_layer" (the PDF's own text) or "ocr"; for OCR, the engine,
+    # its version and its mean word confidence (0-100).
+    text_source: Mapped[str] = mapped_column(String(16), default="text_layer", server_default="text_layer")
+    ocr_engine: Mapped[str | None] = mapped_column(String(32))
+    ocr_engine_version: Mapped[str | None] = mapped_column(String(32))
+    ocr_confidence: Mapped[float | None] = mapped_column(Float)
     __table_args__ = (UniqueConstraint("document_id", "number"),)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Select, and_, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import (
@@ -78,11 +78,11 @@ def add_document(
     kind: str,
     size_bytes: int,
     status: str,
-    pages: Sequence[tuple[int, str, bool]],
+    pages: Sequence[tuple[int, str, bool] | tuple[int, str, bool, str, str | None, str | None, float | None]],
     sentences: Sequence[tuple[int, int, int, int, str]],
 ) -> Document:
-    """Insert a document with its pages (number, text, has_text) and sentences
-    (ordinal, page, start, end, text) in bulk."""
+    """Insert a document with its pages (number, text, has_text[, text_source, ocr_engine,
+    ocr_engine_version, ocr_confidence]) and sentences (ordinal, page, start, end, text) in bulk."""
     doc = Document(
         sha256=sha256,
         source=source,
@@ -98,7 +98,7 @@ def add_document(
     if pages:
         session.execute(
             insert(Page),
-            [{"document_id": doc.id, "number": n, "text": t, "has_text": h} for n, t, h in pages],
+            [_page_row(doc.id, page) for page in pages],
         )
     if sentences:
         session.execute(
@@ -109,6 +109,50 @@ def add_document(
             ],
         )
     return doc
+
+
+def _page_row(document_id: int, page: tuple) -> dict[str, Any]:
+    number, text, has_text, *ocr = page
+    source, engine, version, confidence = (*ocr, None, None, None, None)[:4] if ocr else ("text_layer", None, None, None)
+    return {
+        "document_id": document_id, "number": number, "text": text, "has_text": has_text, "text_source": source,
+        "ocr_engine": engine, "ocr_engine_version": version, "ocr_confidence": confidence,
+    }
+
+
+def replace_text(
+    session: Session, doc: Document, *, status: str, pages: Sequence[tuple], sentences: Sequence[tuple[int, int, int, int, str]]
+) -> None:
+    """Replace the pages and sentences of a document that has no chunks yet (a needs_ocr one that
+    OCR has now read), and its status."""
+    session.execute(delete(Sentence).where(Sentence.document_id == doc.id))
+    session.execute(delete(Page).where(Page.document_id == doc.id))
+    session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+    doc.status = status
+    doc.page_count = len(pages)
+    session.flush()
+    if pages:
+        session.execute(insert(Page), [_page_row(doc.id, page) for page in pages])
+    if sentences:
+        session.execute(
+            insert(Sentence),
+            [
+                {"document_id": doc.id, "ordinal": o, "page_number": p, "char_start": a, "char_end": b, "text": t}
+                for o, p, a, b, t in sentences
+            ],
+        )
+
+
+def text_page_count(session: Session, document_id: int) -> int:
+    return session.scalar(select(func.count()).where(Page.document_id == document_id, Page.has_text.is_(True))) or 0
+
+
+def ocr_pages_of(session: Session, document_id: int) -> dict[int, float | None]:
+    """{page number: OCR confidence} of the document's pages whose text OCR read."""
+    rows = session.execute(
+        select(Page.number, Page.ocr_confidence).where(Page.document_id == document_id, Page.text_source == "ocr")
+    )
+    return {n: c for n, c in rows}
 
 
 def batch_records(session: Session, batch_id: int) -> list[IngestRecord]:
@@ -419,6 +463,7 @@ def counts(session: Session) -> dict[str, int]:
         ("engine_runs", EngineRun),
     ):
         out[name] = session.scalar(select(func.count()).select_from(model)) or 0
+    out["ocr_pages"] = session.scalar(select(func.count()).where(Page.text_source == "ocr", Page.has_text.is_(True))) or 0
     return out
 
 

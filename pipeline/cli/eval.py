@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.cli._common import console, handle_errors, open_db, print_json, settings_from
+from pipeline.cli._common import console, open_db, print_json, settings_from
 
 eval_app = typer.Typer(help="Score the review against labelled data.", no_args_is_help=True)
 
@@ -21,7 +21,6 @@ def _fmt(v) -> str:
 
 
 @eval_app.command("cuad")
-@handle_errors
 def cuad(
     ctx: typer.Context,
     folder: Path = typer.Argument(..., help="A folder in CUAD's layout: master_clauses.csv + full_contract_pdf/."),

@@ -32,7 +32,10 @@ def export(
     settings = settings_from(ctx)
     book = playbook_for(settings, playbook)
     factory = open_db(settings)
-    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch, playbook=book)
+    report = build_report(
+        factory, prompt_version=settings.prompt_version, batch=batch, playbook=book,
+        low_confidence=settings.ocr_low_confidence,
+    )
     target = out or settings.reports_dir / f"{batch or 'all'}.{fmt}"
     path = write_report(report, fmt, target)
     done = sum(1 for d in report["documents"] if d["status"] == "summarized")

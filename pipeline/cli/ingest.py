@@ -53,6 +53,8 @@ def ingest(
             on_file=lambda f: progress.update(task, advance=1, description=f.source[:40]),
         )
 
+    for notice in report.notices:  # stderr, so --json output stays one JSON document
+        err_console.print(f"[yellow]note:[/] {notice}", highlight=False)
     if as_json:
         print_json(
             {
@@ -60,6 +62,7 @@ def ingest(
                 "batch_id": report.batch_id,
                 "counts": report.counts(),
                 "chunking": report.chunking,
+                "notices": report.notices,
                 "documents": [
                     {k: v for k, v in f.as_dict().items() if k != "path"} for f in report.files + report.problems
                 ],

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli._common import console, handle_errors, open_db, settings_from
+from pipeline.cli._common import console, open_db, settings_from
 
 
 def register(app: typer.Typer) -> None:
     app.command("matrix")(matrix)
 
 
-@handle_errors
 def matrix(
     ctx: typer.Context,
     batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch (default: every document)."),

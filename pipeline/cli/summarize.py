@@ -70,6 +70,19 @@ def summarize(
     raise typer.Exit(1 if report.failed else 0)
 
 
+def _ocr_mark(citation: dict, entry: dict) -> str:
+    if not citation.get("ocr"):
+        return ""
+    return " (OCR, low confidence)" if citation["page"] in entry["low_confidence_pages"] else " (OCR)"
+
+
+def _ocr_line(entry: dict) -> str:
+    line = f"{entry['ocr_pages']} of {entry['pages']} pages read by OCR; citations marked (OCR) rest on OCR text"
+    if entry["low_confidence_pages"]:
+        line += "; low OCR confidence on page(s) " + ", ".join(str(n) for n in entry["low_confidence_pages"])
+    return line
+
+
 def show(
     ctx: typer.Context,
     document: str = typer.Argument(..., help="Document id, sha256 (prefix of 8+) or file name."),
@@ -89,13 +102,17 @@ def show(
             raise ConfigError(f"no document {document!r}", hint="see `contractsum status`")
         from pipeline.review.playbooks import playbook_for
 
-        entry = document_entry(s, doc, settings.prompt_version, playbook_for(settings))
+        entry = document_entry(
+            s, doc, settings.prompt_version, playbook_for(settings), low_confidence=settings.ocr_low_confidence
+        )
     if as_json:
         print_json(entry)
         return
     console.print(f"[bold]{entry['source']}[/] (document {entry['document_id']}, {entry['pages']} pages) — {entry['status']}", highlight=False)
     if entry["error"]:
         console.print(f"[red]{entry['error']}[/]", highlight=False)
+    if entry["ocr_pages"]:
+        console.print(_ocr_line(entry), highlight=False, markup=False)
     if entry["summary"]:
         console.print(entry["summary"], highlight=False, markup=False)
     if entry["parties"]:
@@ -108,7 +125,7 @@ def show(
         if cl["status"] != "found":
             table.add_row(cl["type"], cl["status"].replace("_", " "), "")
             continue
-        ev = "\n".join(f"p.{c['page']} {c['sentence_id']}: {c['text']}" for c in cl["citations"])
+        ev = "\n".join(f"p.{c['page']} {c['sentence_id']}{_ocr_mark(c, entry)}: {c['text']}" for c in cl["citations"])
         table.add_row(cl["type"], cl["finding"], ev)
     if entry["clauses"]:
         console.print(table)

@@ -9,7 +9,10 @@ can take its process down. So files are read by child processes:
 * a child that dies while reading a file (killed, crashed) fails that file only;
 * either way a fresh child takes the next file, so the rest of the batch goes on;
 * each child runs under an address-space cap (``memory_bytes``), so a file that would eat the
-  machine fails with "ran out of memory" instead.
+  machine fails with "ran out of memory" instead;
+* a file with pages to OCR gets ``ocr_seconds_per_page`` more per such page: the child says how many
+  pages it is about to OCR before it starts (``pipeline.ingest.ocr.announce``) and the parent moves
+  the deadline. The Tesseract process a child runs dies with it (``PR_SET_PDEATHSIG``).
 
 Results come back in input order; a bounded window of files is in flight, so memory stays flat
 however long the batch is. Children come from a ``forkserver`` (started once per process, with
@@ -27,7 +30,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from pipeline.ingest import ingest
+from pipeline.ingest import ingest, ocr
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ def _serve(conn: Connection, extract: Extract, memory_bytes: int) -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         cap = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    ocr.announce = lambda pages: conn.send(("ocr", pages))
     while True:
         try:
             path = conn.recv()
@@ -55,9 +59,17 @@ def _serve(conn: Connection, extract: Extract, memory_bytes: int) -> None:
             return
         if path is None:
             return
-        started = time.process_time()
+        started = _cpu()
         result = extract(path)
-        conn.send((result, time.process_time() - started))
+        conn.send(("done", result, _cpu() - started))
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of the processes it ran and waited for (Tesseract)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 @dataclass
@@ -73,6 +85,7 @@ class _Job:
     index: int
     path: Path
     deadline: float | None
+    ocr_pages: int = 0  # pages the child said it is OCR'ing
 
 
 class _Child:
@@ -112,7 +125,14 @@ def _death_reason(exitcode: int | None) -> str:
     return f"the text extractor died reading this file (exit code {exitcode})"
 
 
-def _timeout_reason(timeout: float) -> str:
+def _timeout_reason(timeout: float, ocr_pages: int = 0, per_page: float = 0) -> str:
+    if ocr_pages:
+        allowed = timeout + ocr_pages * per_page
+        noun = "page" if ocr_pages == 1 else "pages"
+        return (
+            f"reading its text with OCR of {ocr_pages} {noun} took longer than {allowed:g} s; stopped"
+            f" (extract_timeout_seconds + {ocr_pages} x ocr_timeout_seconds_per_page)"
+        )
     return f"reading its text took longer than {timeout:g} s; stopped (extract_timeout_seconds)"
 
 
@@ -123,6 +143,7 @@ def extract_all(
     workers: int = 1,
     timeout: float = 0,
     memory_bytes: int = 0,
+    ocr_seconds_per_page: float = 0,
     stats: ExtractionStats | None = None,
 ) -> Iterator[tuple[Path, ingest.Extraction]]:
     """``(path, extraction)`` for every file, in order. Never raises for a bad file.
@@ -139,7 +160,7 @@ def extract_all(
         return
     stats = stats if stats is not None else ExtractionStats()
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["pipeline.ingest.ingest", "pypdf"])  # applies when the server starts
+    ctx.set_forkserver_preload(["pipeline.ingest.ingest", "pypdf"])  # applies when the server starts; pypdfium2 loads on a first OCR page
     size = max(1, min(workers, len(files)))
     window = size * WINDOW_PER_CHILD
     children: list[_Child] = []
@@ -173,13 +194,16 @@ def extract_all(
                 yield path, ready.pop(emitted)
                 emitted += 1
                 continue
-            _collect(children, ready, timeout, stats)
+            _collect(children, ready, timeout, stats, ocr_seconds_per_page)
     finally:
         for child in children:
             child.close()
 
 
-def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeout: float, stats: ExtractionStats) -> None:
+def _collect(
+    children: list[_Child], ready: dict[int, ingest.Extraction], timeout: float, stats: ExtractionStats,
+    ocr_seconds_per_page: float = 0,
+) -> None:
     """Wait until some busy child finishes, dies or runs out of time; record what happened."""
     busy = [c for c in children if c.job is not None]
     deadlines = [job.deadline for c in busy if (job := c.job) is not None and job.deadline is not None]
@@ -189,21 +213,31 @@ def _collect(children: list[_Child], ready: dict[int, ingest.Extraction], timeou
     for child in busy:
         job = child.job
         assert job is not None
-        if child.conn.poll():  # a finished file wins over its deadline
-            try:
-                ready[job.index], cpu = child.conn.recv()
+        finished = False
+        try:
+            while child.conn.poll():  # a finished file wins over its deadline
+                message = child.conn.recv()
+                if message[0] == "ocr":  # OCR of message[1] pages starts: more time for this file
+                    job.ocr_pages += message[1]
+                    if job.deadline is not None:
+                        job.deadline += message[1] * ocr_seconds_per_page
+                    continue
+                _, ready[job.index], cpu = message
                 stats.child_cpu_seconds += cpu
                 child.job = None
-                continue
-            except (EOFError, OSError):  # the pipe closed: the child is exiting or gone
-                child.proc.join(timeout=5)
-                if child.proc.is_alive():
-                    child.proc.kill()
-                    child.proc.join()
+                finished = True
+                break
+        except (EOFError, OSError):  # the pipe closed: the child is exiting or gone
+            child.proc.join(timeout=5)
+            if child.proc.is_alive():
+                child.proc.kill()
+                child.proc.join()
+        if finished:
+            continue
         if not child.proc.is_alive():
             reason = _death_reason(child.proc.exitcode)
         elif job.deadline is not None and now >= job.deadline:
-            reason = _timeout_reason(timeout)
+            reason = _timeout_reason(timeout, job.ocr_pages, ocr_seconds_per_page)
         else:
             continue
         log.warning("%s: %s", ingest.display_name(str(job.path)), reason)

@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
+from pipeline.ingest import ocr as ocr_engine
+
 SUPPORTED_SUFFIXES = (".pdf", ".txt")
 
 # pypdf reports recoverable damage through logging; at WARNING it floods batch output.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+TEXT_LAYER = "text_layer"
+OCR = "ocr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,10 @@ class ExtractedPage:
     number: int  # 1-based physical page
     text: str  # cleaned text
     has_text: bool
+    text_source: str = TEXT_LAYER  # "text_layer" | "ocr": where ``text`` came from
+    ocr_engine: str | None = None  # set when OCR read (or tried to read) the page
+    ocr_engine_version: str | None = None
+    ocr_confidence: float | None = None  # 0-100, the engine's own mean word confidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +61,14 @@ class Extraction:
     kind: str  # "pdf" | "txt" (the bare suffix for an unsupported file, which always fails)
     size_bytes: int
     status: str  # "ok" | "needs_ocr" | "failed"
-    reason: str  # "" for ok
+    reason: str  # "" for ok, unless OCR read pages: then how many (a document's status says so)
     pages: list[ExtractedPage] = field(default_factory=list)
     sentences: list[ExtractedSentence] = field(default_factory=list)
+
+    @property
+    def ocr_pages(self) -> int:
+        """Pages whose text OCR read."""
+        return sum(1 for p in self.pages if p.text_source == OCR and p.has_text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,11 +547,14 @@ def extract(
     max_pages: int = 2000,
     max_bytes: int = 200 * 1024 * 1024,
     max_decompressed_bytes: int = 75_000_000,
+    ocr: ocr_engine.OcrConfig | None = None,
 ) -> Extraction:
     """Read one .pdf or .txt file into cleaned pages and sentences. Never raises for bad input.
 
-    A PDF page without text makes the file ``needs_ocr`` (its other pages are still returned); an
-    empty page between form feeds in a .txt file is just an empty page.
+    With ``ocr`` (mode auto or force) PDF pages without a text layer (force: every page) are
+    rendered and read by OCR (``pipeline.ingest.ocr``); the default is no OCR. A PDF page still
+    without text makes the file ``needs_ocr`` with the reason (its other pages are still returned);
+    an empty page between form feeds in a .txt file is just an empty page.
     """
     from pypdf.errors import LimitReachedError
 
@@ -593,17 +611,106 @@ def extract(
     if isinstance(raw_pages, str):
         return _failed(result, raw_pages)
 
+    pages = [
+        ExtractedPage(number=number, text=text, has_text=bool(text))
+        for number, text in enumerate((clean_page_text(raw) for raw in raw_pages), start=1)
+    ]
+    ocr = ocr if ocr is not None else ocr_engine.OcrConfig()
+    ocr_failures: dict[int, str] = {}
+    if suffix == ".pdf" and ocr.mode != "off":
+        try:
+            ocr_failures = _ocr_pages(pages, data, password=password, config=ocr)
+        except MemoryError:
+            return _failed(result, "ran out of memory while OCR'ing the file")
+        except Exception as exc:  # a renderer bug on hostile input must not stop the batch
+            return _failed(result, f"could not OCR the file ({_short_error(exc)})")
+    result.pages = pages
     ordinal = 0
-    for number, raw in enumerate(raw_pages, start=1):
-        text = clean_page_text(raw)
-        result.pages.append(ExtractedPage(number=number, text=text, has_text=bool(text)))
-        for start, end in split_sentences(text):
+    for page in pages:
+        for start, end in split_sentences(page.text):
             ordinal += 1
             result.sentences.append(
-                ExtractedSentence(ordinal=ordinal, page=number, start=start, end=end, text=text[start:end])
+                ExtractedSentence(ordinal=ordinal, page=page.number, start=start, end=end, text=page.text[start:end])
             )
     empty = [page.number for page in result.pages if not page.has_text]
     if empty and suffix == ".pdf":
         result.status = "needs_ocr"
         result.reason = _no_text_reason(empty)
+        if ocr.mode != "off":
+            result.reason += ": " + _ocr_failure_reason(empty, ocr_failures, ocr)
+    elif result.ocr_pages:
+        result.reason = ocr_summary(result.pages, low_confidence=ocr.low_confidence)
     return result
+
+
+def ocr_summary(pages: Sequence[ExtractedPage], *, low_confidence: float) -> str:
+    """"2 of 5 pages read by OCR (tesseract 5.3.0); low confidence on page 4 (61)": what a document's status shows."""
+    read = [p for p in pages if p.text_source == OCR and p.has_text]
+    if not read:
+        return ""
+    engine = f"{read[0].ocr_engine} {read[0].ocr_engine_version}".strip()
+    text = f"{len(read)} of {len(pages)} page{'s' if len(pages) != 1 else ''} read by OCR ({engine})"
+    low = [p for p in read if p.ocr_confidence is not None and p.ocr_confidence < low_confidence]
+    if low:
+        listed = ", ".join(f"{p.number} ({p.ocr_confidence:.0f})" for p in low)
+        text += f"; low OCR confidence on page{'s' if len(low) != 1 else ''} {listed}"
+    return text
+
+
+def _ocr_failure_reason(empty: list[int], failures: dict[int, str], config: ocr_engine.OcrConfig) -> str:
+    if config.unavailable:
+        return config.unavailable
+    parts = []
+    silent = [n for n in empty if n not in failures]
+    if silent:
+        listed = ", ".join(str(n) for n in silent)
+        parts.append(f"OCR found no words on page{'s' if len(silent) != 1 else ''} {listed}")
+    parts += [f"page {n}: {why}" for n, why in sorted(failures.items())]
+    return "; ".join(parts)
+
+
+def _ocr_pages(pages: list[ExtractedPage], data: bytes, *, password: str | None, config: ocr_engine.OcrConfig) -> dict[int, str]:
+    """OCR the pages that need it, replacing them in ``pages``; returns {page number: why OCR failed}.
+
+    auto: pages without text; force: every page (a page OCR cannot read keeps its text layer).
+    """
+    targets = [i for i, p in enumerate(pages) if config.mode == "force" or not p.has_text]
+    if not targets or config.unavailable:
+        return {}
+    version = ocr_engine.engine_version()
+    if version is None:
+        return {pages[i].number: "the OCR engine is not installed (tesseract not found on PATH)" for i in targets}
+    if ocr_engine.announce is not None:
+        ocr_engine.announce(len(targets))  # the extraction parent extends this file's deadline
+    pdf = ocr_engine.open_pdf(data[data.find(b"%PDF-"):], password)
+    if isinstance(pdf, str):
+        return {pages[i].number: pdf for i in targets}
+    failures: dict[int, str] = {}
+    try:
+        if len(pdf) != len(pages):
+            why = f"the page renderer sees {len(pdf)} pages where the text reader saw {len(pages)}"
+            return {pages[i].number: why for i in targets}
+        for i in targets:
+            page = pages[i]
+            try:
+                image = ocr_engine.render(pdf, i, config.dpi)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                failures[page.number] = f"the page cannot be rendered ({_short_error(exc)})"
+                continue
+            read = ocr_engine.read_image(image, languages=config.languages, dpi=config.dpi)
+            del image
+            if isinstance(read, str):
+                failures[page.number] = read
+                continue
+            text = clean_page_text(read.text)
+            if not text and page.has_text:  # force mode, OCR saw nothing: the text layer stays
+                continue
+            pages[i] = ExtractedPage(
+                number=page.number, text=text, has_text=bool(text), text_source=OCR, ocr_engine=ocr_engine.ENGINE,
+                ocr_engine_version=version, ocr_confidence=read.confidence,
+            )
+    finally:
+        pdf.close()
+    return failures

@@ -49,6 +49,9 @@ class CitationReport(_Strict):
     text: str
     char_start: int = Field(ge=0)
     char_end: int = Field(ge=0)
+    # True when the cited page's text was read by OCR (not the PDF's text layer), with that page's confidence.
+    ocr: bool = False
+    ocr_confidence: float | None = None
 
 
 ClauseStatus = Literal["found", "not_found", "not_asked"]
@@ -98,6 +101,8 @@ class DocumentReport(_Strict):
     playbook: str | None = None
     playbook_version: str | None = None
     provenance: Provenance | None = None
+    ocr_pages: int = Field(default=0, ge=0)  # pages whose text OCR read
+    low_confidence_pages: list[int] = Field(default_factory=list)  # OCR pages below ocr_low_confidence
 
 
 class Report(_Strict):
@@ -159,6 +164,7 @@ def _render_json(report: Report) -> str:
 
 CSV_COLUMNS = (
     "document_id", "source", "status", "clause_type", "clause_status", "finding", "answer", "sentence_id", "page", "text",
+    "text_source",
 )
 
 # Spreadsheets evaluate cells starting with these as formulas (OWASP "CSV injection");
@@ -181,23 +187,43 @@ def _render_csv(report: Report) -> str:
     for doc in report.documents:
         head = (doc.document_id, doc.source, doc.status)
         if not doc.clauses:
-            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None, None, None)])
+            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None, None, None, None)])
         for clause in doc.clauses:
             # A clause without evidence (or not found, or not asked) still gets a row, so no
             # finding is silently dropped and "not found" never reads as "not asked".
             facts = (clause.type, clause.status, clause.finding, clause.answer)
             if not clause.citations:
-                writer.writerow([_cell(v) for v in (*head, *facts, None, None, None)])
+                writer.writerow([_cell(v) for v in (*head, *facts, None, None, None, None)])
             for cit in clause.citations:
-                row = (*head, *facts, cit.sentence_id, cit.page, cit.text)
+                row = (*head, *facts, cit.sentence_id, cit.page, cit.text, _text_source(doc, cit))
                 writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
 
+def _text_source(doc: DocumentReport, cit: CitationReport) -> str:
+    """"text_layer", "ocr" or "ocr_low_confidence": what a citation's quote rests on."""
+    if not cit.ocr:
+        return "text_layer"
+    return "ocr_low_confidence" if cit.page in doc.low_confidence_pages else "ocr"
+
+
+def _ocr_fact(doc: DocumentReport) -> str | None:
+    if not doc.ocr_pages:
+        return None
+    text = f"{doc.ocr_pages} of {doc.pages} pages read by OCR" if doc.pages else f"{doc.ocr_pages} pages read by OCR"
+    if doc.low_confidence_pages:
+        text += "; low OCR confidence on page(s) " + ", ".join(str(n) for n in doc.low_confidence_pages)
+    return text
+
+
 # --- markdown -------------------------------------------------------------------------------
 
-def _md_citation(cit: CitationReport) -> str:
-    return f"p. {cit.page}, {cit.sentence_id}: \u201c{md_inline(cit.text)}\u201d"
+_SOURCE_MARK = {"text_layer": "", "ocr": " (OCR)", "ocr_low_confidence": " (OCR, low confidence)"}
+
+
+def _md_citation(doc: DocumentReport, cit: CitationReport) -> str:
+    mark = _SOURCE_MARK[_text_source(doc, cit)]
+    return f"p. {cit.page}, {cit.sentence_id}{mark}: \u201c{md_inline(cit.text)}\u201d"
 
 
 _STATUS_TEXT = {"found": "found", "not_found": "not found", "not_asked": "not asked"}
@@ -225,6 +251,8 @@ def _render_md(report: Report) -> str:
             facts.append(f"- **SHA-256:** {md_inline(doc.sha256)}")
         if doc.error:
             facts.append(f"- **Error:** {md_inline(doc.error)}")
+        if ocr := _ocr_fact(doc):
+            facts.append(f"- **OCR:** {md_inline(ocr)}")
         if doc.parties:
             facts.append(f"- **Parties:** {'; '.join(md_inline(p) for p in doc.parties)}")
         if doc.dates:
@@ -242,7 +270,7 @@ def _render_md(report: Report) -> str:
                 if clause.status != "found":
                     lines.append(f"| {md_inline(clause.type)} | *{_STATUS_TEXT[clause.status]}* | \u2014 |")
                     continue
-                evidence = "<br>".join(_md_citation(c) for c in clause.citations) or "(no citation)"
+                evidence = "<br>".join(_md_citation(doc, c) for c in clause.citations) or "(no citation)"
                 finding = md_inline(clause.finding) + (f" (answer: {md_inline(clause.answer)})" if clause.answer else "")
                 lines.append(f"| {md_inline(clause.type)} | {finding} | {evidence} |")
             lines.append("")
@@ -261,12 +289,25 @@ nav ol{padding-left:1.4rem}.meta{color:#555;font-size:.9rem}
 table{border-collapse:collapse;width:100%;margin:.8rem 0}th,td{border:1px solid #ddd;padding:.35rem .55rem;text-align:left;vertical-align:top}
 th{background:#f5f5f5}ul.cites{margin:0;padding-left:1rem}.cite-ref{font-family:ui-monospace,monospace;color:#555;white-space:nowrap}
 blockquote{margin:.2rem 0 .5rem;padding-left:.6rem;border-left:3px solid #ccc;color:#333}
+.src{display:inline-block;padding:0 .4rem;border-radius:.5rem;font-size:.75rem;background:#e8eefc}.src-ocr_low_confidence{background:#fbe0e0}
+.ocr-note{background:#e8eefc;padding:.4rem .8rem;border-radius:.3rem}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:0 1rem;font-size:.9rem}dl.prov dt{color:#555}
 """.strip()
 
 
 def _h(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _html_source(doc: DocumentReport, cit: CitationReport) -> str:
+    source = _text_source(doc, cit)
+    if source == "text_layer":
+        return ""
+    label = "OCR, low confidence" if source == "ocr_low_confidence" else "OCR"
+    title = "quoted from text read by OCR"
+    if cit.ocr_confidence is not None:
+        title += f" (page confidence {cit.ocr_confidence:.0f})"
+    return f' <span class="src src-{_h(source)}" title="{_h(title)}">{_h(label)}</span>'
 
 
 def _html_document(index: int, doc: DocumentReport) -> list[str]:
@@ -285,6 +326,8 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
         out.append(f'<p class="meta">{" · ".join(meta)}</p>')
     if doc.error:
         out.append(f'<p class="error"><strong>Error:</strong> {_h(doc.error)}</p>')
+    if ocr := _ocr_fact(doc):
+        out.append(f'<p class="ocr-note"><strong>OCR:</strong> {_h(ocr)}</p>')
     if doc.summary:
         out += ["<h3>Summary</h3>", f'<p class="summary">{_h(doc.summary)}</p>']
     if doc.parties:
@@ -303,7 +346,7 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
                 )
                 continue
             cites = [
-                f'<li><span class="cite-ref">p. {_h(c.page)}, {_h(c.sentence_id)}</span>'
+                f'<li><span class="cite-ref">p. {_h(c.page)}, {_h(c.sentence_id)}</span>{_html_source(doc, c)}'
                 f"<blockquote>{_h(c.text)}</blockquote></li>"
                 for c in clause.citations
             ]

@@ -25,10 +25,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def document_entry(s: Session, doc, prompt_version: str, playbook=None) -> dict[str, Any]:
+def document_entry(
+    s: Session, doc, prompt_version: str, playbook=None, *, low_confidence: float = 80.0
+) -> dict[str, Any]:
     """One document of the export report, from storage. With ``playbook``, its summary is the
     one made with that playbook (else the latest) and every clause type of the playbook is listed:
-    found, not_found (asked, absent) or not_asked (the summary's playbook never asked it)."""
+    found, not_found (asked, absent) or not_asked (the summary's playbook never asked it). Pages OCR
+    read are counted, those whose OCR confidence is below ``low_confidence`` listed, and each
+    citation says whether it rests on OCR text."""
+    ocr_pages = repo.ocr_pages_of(s, doc.id)
     entry: dict[str, Any] = {
         "document_id": doc.id,
         "source": doc.source,
@@ -43,6 +48,8 @@ def document_entry(s: Session, doc, prompt_version: str, playbook=None) -> dict[
         "playbook": None,
         "playbook_version": None,
         "provenance": None,
+        "ocr_pages": len(ocr_pages),
+        "low_confidence_pages": sorted(n for n, c in ocr_pages.items() if c is not None and c < low_confidence),
     }
     key = playbook.review_key(prompt_version) if playbook is not None else prompt_version
     if doc.status == "needs_ocr":
@@ -58,7 +65,8 @@ def document_entry(s: Session, doc, prompt_version: str, playbook=None) -> dict[
     for c in repo.citations_of(s, summary.id):
         cites.setdefault(c.clause_id, []).append(
             {"sentence_id": f"S{c.sentence_ordinal}", "page": c.page_number, "text": c.text,
-             "char_start": c.char_start, "char_end": c.char_end}
+             "char_start": c.char_start, "char_end": c.char_end, "ocr": c.page_number in ocr_pages,
+             "ocr_confidence": ocr_pages.get(c.page_number)}
         )
     entry.update(
         status="summarized",
@@ -104,13 +112,14 @@ def _clause_entries(rows, cites: dict[int, list[dict[str, Any]]], playbook, *, l
 
 
 def build_report(
-    factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None, playbook=None
+    factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None, playbook=None,
+    low_confidence: float = 80.0,
 ) -> dict[str, Any]:
     """The export report: every document (of ``batch``), plus the batch's files that failed ingest."""
     with factory() as s:
         batch_id = resolve_batch(s, batch)
         docs = repo.documents(s, batch_id=batch_id, statuses=("ok", "needs_ocr"))
-        entries = [document_entry(s, d, prompt_version, playbook) for d in docs]
+        entries = [document_entry(s, d, prompt_version, playbook, low_confidence=low_confidence) for d in docs]
         if batch_id is not None:
             for rec in repo.batch_records(s, batch_id):
                 if rec.status == "failed":

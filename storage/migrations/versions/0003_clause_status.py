@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '0003_clause_status'
-down_revision = '0001'
+down_revision = '0002_page_ocr'
 branch_labels = None
 depends_on = None
 
