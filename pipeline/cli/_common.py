@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from functools import wraps
 from typing import Any, Callable
 
@@ -11,6 +9,7 @@ import typer
 from rich.console import Console
 
 from pipeline.errors import ContractsumError
+from pipeline.output import write_json
 from pipeline.settings import Settings, load_settings
 
 console = Console()
@@ -52,8 +51,7 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    write_json(obj)
 
 
 def open_db(settings: Settings):

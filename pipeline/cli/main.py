@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +11,7 @@ import typer
 
 from pipeline.cli._common import exit_with_error
 from pipeline.errors import ContractsumError
+from pipeline.output import json_requested, quiet_libraries, reserve_stdout
 
 app = typer.Typer(
     name="contractsum",
@@ -49,22 +50,10 @@ def _register_all() -> None:
 _register_all()
 
 
-def _quiet_defaults() -> None:
-    """Offline, private, and stdout kept for our own output (vLLM logs to stdout by default)."""
-    for key, value in {
-        "VLLM_LOGGING_STREAM": "ext://sys.stderr",
-        "VLLM_LOGGING_LEVEL": "WARNING",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
 def main() -> None:
-    _quiet_defaults()
+    quiet_libraries()  # vLLM logs to stdout by default: send it to stderr
+    if json_requested(sys.argv[1:]):
+        reserve_stdout()  # one JSON document on stdout, whatever vLLM, Prefect or pypdf write
     try:
         app()
     except ContractsumError as exc:  # errors raised outside a command body (settings parsing)
