@@ -122,6 +122,9 @@ class Engine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
             if tensor_parallel_size > 1:
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "|".join(str(i) for i in range(tensor_parallel_size)))
+        # EngineCore gives its workers 5 s to exit before it warns and signals them; on a loaded box
+        # they need longer. Stays under SHUTDOWN_GRACE_S, which is how long shutdown() waits for it.
+        os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", "20")
         self.stall_seconds = stall_seconds
         self.config: dict[str, Any] = {
             "tensor_parallel_size": tensor_parallel_size,
