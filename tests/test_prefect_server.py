@@ -249,7 +249,7 @@ def test_nightly_schedule_puts_runs_on_the_calendar_at_the_configured_local_time
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium")
     if exe is None:
-        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+        pytest.fail("Debian's chromium is not installed (./scripts/test.sh installs it: scripts/system-deps.sh --test)")
     return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
 
 
