@@ -119,12 +119,24 @@ def corpus_pdfs() -> list[Path]:
     return files
 
 
+def start(as_json: bool) -> None:
+    """First thing in a part's main(): library logging to stderr, and with ``--json`` everything
+    but the one JSON document too (vLLM's engine process included)."""
+    from pipeline.output import quiet_libraries, reserve_stdout
+
+    quiet_libraries()
+    if as_json:
+        reserve_stdout()
+
+
 def emit(rows: list[Row], detail: Any, *, as_json: bool) -> None:
     """A part's result on stdout: the table and its details, or one JSON object."""
     import json
 
+    from pipeline.output import write_json
+
     if as_json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "detail": detail}, indent=2, default=str))
+        write_json({"rows": [r.as_dict() for r in rows], "detail": detail})
     else:
         print(format_table(rows))
         print(json.dumps(detail, indent=2, default=str))

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Row, corpus_pdfs, emit, machine, settings_for, tiny_model
+from bench import Row, corpus_pdfs, emit, machine, settings_for, start, tiny_model
 
 GOAL_RATIO = 0.97
 # The test suite's output limits for the random-weight model: short answers, citations forced.
@@ -329,6 +329,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="one more run of ours under cProfile (details)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    start(args.json)
     rows, detail = run(repeat=args.repeat, docs=args.docs, prefix_off=not args.no_prefix_off, profile=args.profile)
     emit(rows, detail, as_json=args.json)
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Row, corpus_pdfs, emit, machine, settings_for
+from bench import Row, corpus_pdfs, emit, machine, settings_for, start
 
 GOAL_PAGES_PER_CORE = 150.0
 GOAL_RATIO = 0.7
@@ -258,6 +258,7 @@ def main() -> None:
     ap.add_argument("--chunking", action="store_true", help="measure chunk planning instead")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    start(args.json)
     if args.chunking:
         rows, detail = run_chunking(repeat=args.repeat)
     else:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Row, format_table, machine
+from bench import Row, format_table, machine, start
 
 PARTS = ("ingest", "chunking", "ocr", "engine", "review", "scale")
 
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--scale-style", choices=("kerned", "plain"), default="kerned")
     ap.add_argument("--json", type=Path, help="write rows and details here")
     args = ap.parse_args()
+    start(False)  # --json here names a file; stdout keeps the table, libraries log to stderr
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import Row, cache_dir, emit, machine, settings_for, tiny_model
+from bench import Row, cache_dir, emit, machine, settings_for, start, tiny_model
 from bench.synth import corpus
 
 GOAL_FILES, GOAL_SECONDS = 10_000, 600.0
@@ -291,10 +291,11 @@ def main() -> None:
     ap.add_argument("--one", nargs=3, metavar=("DB", "FOLDER", "COUNT"), help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.one:
+    if args.one:  # a child of run(): its one line of JSON is read back by the parent
         db, folder, count = args.one
         print(json.dumps(one(db, Path(folder), int(count), workers=args.workers, pg_admin=args.pg_admin)))
         return
+    start(args.json)
     skip = {(p.split(":")[0], int(p.split(":")[1])) for p in args.skip.split(",") if p}
     rows, detail = run(
         sizes=[int(x) for x in args.sizes.split(",")], dbs=args.dbs.split(","), workers=args.workers, style=args.style,

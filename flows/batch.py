@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
+from prefect.states import Completed
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +44,8 @@ PROGRESS_INTERVAL_S = 1.0
 
 
 class BatchFailed(ContractsumError):
-    """The batch ended with documents that have no summary; the message lists them with reasons."""
+    """The system did not do its job on the batch (the engine failed, work was left undone), or a
+    strict batch has failed documents; the message says which, with reasons."""
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -187,18 +189,22 @@ def publish_matrix(settings: Settings, factory: sessionmaker[Session], batch: st
 
 @flow(name=FLOW_NAME, flow_run_name="summarize {batch}", validate_parameters=True)
 def summarize_batch(
-    batch: str, paths: list[str] | None = None, origin: str = "prefect", playbook: str | None = None
-) -> dict[str, Any]:
+    batch: str, paths: list[str] | None = None, origin: str = "prefect", playbook: str | None = None,
+    strict: bool | None = None,
+) -> Any:  # a Completed state whose result is BatchOutcome.as_dict()
     """Ingest ``paths`` (if any) into ``batch`` and summarize every unsummarized document in it.
 
     Rerunning resumes: stored documents, chunks and finished jobs are reused, and only the rest
-    goes to the engine. The run fails, with the reasons in its state message, when any document
-    of the batch ends without a summary.
+    goes to the engine. Documents that cannot be read (encrypted, corrupt, need OCR) or whose
+    output never validated leave the run Completed, counted and listed with reasons in its state
+    message and report artifact; with ``strict`` (default: the ``strict_batches`` setting) they
+    fail it. The run fails when the system did not do its job: settings, database, engine.
     """
     logger = get_run_logger()
     settings = run_settings()
     if playbook is not None:  # a run's own playbook (submit --playbook) over the worker's setting
         settings = settings.model_copy(update={"playbook": playbook})
+    strict = settings.strict_batches if strict is None else strict
     _add_tags([f"batch:{batch}", f"origin:{origin}"])
     try:
         factory = connect(settings)
@@ -221,14 +227,32 @@ def summarize_batch(
         release_engine_after_deployment_run()
     if engine_error is not None:
         raise BatchFailed(
-            f"the engine failed: {engine_error}; {outcome.summarized} of {len(outcome.rows)} documents summarized "
+            f"the engine failed: {engine_error.removeprefix('the engine failed: ')}; {outcome.summarized} of {len(outcome.rows)} documents summarized "
             "(rerun this flow to resume)"
         )
+    unfinished = [(src, reason) for src, status, reason in outcome.failures if status == "pending"]
+    if unfinished:  # work that was never done is the system's failure, not the documents'
+        raise BatchFailed(f"{len(unfinished)} documents left unsummarized: {_listing(unfinished)} (rerun this flow to resume)")
+    message = outcome.state_message()
+    if outcome.failures and strict:
+        raise BatchFailed(f"{message} (strict: failed documents fail the run)")
     if outcome.failures:
-        shown = "; ".join(f"{src}: {reason}" for src, reason in outcome.failures[:10])
-        more = f"; and {len(outcome.failures) - 10} more" if len(outcome.failures) > 10 else ""
-        raise BatchFailed(f"{len(outcome.failures)} of {len(outcome.rows)} documents failed: {shown}{more}")
-    return outcome.as_dict()
+        logger.warning("%s", message)
+    return Completed(message=message, data=outcome.as_dict())
+
+
+FAILED_COUNT = re.compile(r"documents summarized, (\d+) failed")
+
+
+def failed_documents(message: str | None) -> int | None:
+    """The failed-document count a completed run's state message states (see ``state_message``)."""
+    m = FAILED_COUNT.search(message or "")
+    return int(m.group(1)) if m else None
+
+
+def _listing(failures: Sequence[tuple[str, str]], limit: int = 10) -> str:
+    shown = "; ".join(f"{src}: {reason}" for src, reason in failures[:limit])
+    return shown + (f"; and {len(failures) - limit} more" if len(failures) > limit else "")
 
 
 def release_engine_after_deployment_run() -> None:
@@ -342,7 +366,7 @@ class BatchOutcome:
     tokens_per_second: float | None
     engine_run_id: int | None
     engine_error: str | None = None
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (source, status, reason)
 
     @classmethod
     def from_report(
@@ -368,7 +392,7 @@ class BatchOutcome:
             rows.append({"source": d["source"], "status": d["status"], "pages": d["pages"], "clauses": clauses, "reason": reason})
         for p in ingested.problems if ingested else []:
             rows.append({"source": p.source, "status": "failed", "pages": None, "clauses": [], "reason": p.reason})
-        failures = [(r["source"], r["reason"]) for r in rows if r["status"] != "summarized"]
+        failures = [(r["source"], r["status"], r["reason"]) for r in rows if r["status"] != "summarized"]
         tps = summarized.tokens_per_second if summarized is not None and not summarized.nothing_to_do else None
         run_id = summarized.engine_run_id if summarized is not None else None
         return cls(batch, rows, report_path, tps, run_id, engine_error, failures)
@@ -378,7 +402,19 @@ class BatchOutcome:
         return sum(1 for r in self.rows if r["status"] == "summarized")
 
     def headline(self) -> str:
-        return f"{self.summarized} of {len(self.rows)} documents summarized, {len(self.failures)} failed"
+        """Counts; :func:`failed_documents` reads the failed count back from a state message."""
+        head = f"{self.summarized} of {len(self.rows)} documents summarized, {len(self.failures)} failed"
+        kinds: dict[str, int] = {}
+        for _, status, _ in self.failures:
+            kinds[status] = kinds.get(status, 0) + 1
+        if kinds and set(kinds) != {"failed"}:
+            head += " (" + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(kinds.items())) + ")"
+        return head
+
+    def state_message(self) -> str:
+        """The run's state message: the counts, then each failed document with its reason."""
+        listed = _listing([(src, reason) for src, _, reason in self.failures])
+        return self.headline() + (f": {listed}" if listed else "")
 
     def markdown(self) -> str:
         lines = [
@@ -409,6 +445,7 @@ class BatchOutcome:
             "documents": self.rows,
             "summarized": self.summarized,
             "failed": len(self.failures),
+            "failures": [{"source": src, "status": st, "reason": reason} for src, st, reason in self.failures],
             "output_tokens_per_second": round(self.tokens_per_second, 2) if self.tokens_per_second else None,
             "engine_run_id": self.engine_run_id,
             "report": str(self.report_path),

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as current_run
+from prefect.states import Completed
 from sqlalchemy.orm import Session, sessionmaker
 
 from flows._prefect import run_settings
@@ -71,7 +72,7 @@ def _run_name() -> str:
 
 
 @flow(name=FLOW_NAME, flow_run_name=_run_name)
-def nightly() -> dict[str, Any]:
+def nightly() -> Any:  # a Completed state whose result is the batch outcome (or nothing new)
     """Pick up new files from the inbox (``CONTRACTSUM_INBOX``) into tonight's batch and summarize
     it. A rerun of the same night resumes that batch; a night with nothing new does nothing."""
     logger = get_run_logger()
@@ -89,7 +90,9 @@ def nightly() -> dict[str, Any]:
         if not files and not exists:
             logger.info("nothing new in %s", settings.inbox)
             return {"batch": None, "new_files": 0}
-        result = summarize_batch(batch=batch, paths=[str(p) for p in files] or None, origin="nightly")
-        return {**result, "new_files": len(files)}
+        state = summarize_batch(batch=batch, paths=[str(p) for p in files] or None, origin="nightly", return_state=True)
+        result = state.result()  # raises when the batch run failed, failing this run with it
+        # Completed with failed documents: the night's state message counts and lists them too.
+        return Completed(message=state.message, data={**result, "new_files": len(files)})
     finally:
         release_engine_after_deployment_run()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +38,7 @@ NIGHTLY_DEPLOYMENT = f"{NIGHTLY_FLOW}/nightly"
 # A runner polls every PREFECT_RUNNER_POLL_FREQUENCY (10 s); Prefect marks a deployment not
 # ready after 60 s without a poll. Within this window `serve` counts as running.
 SERVED_WITHIN = timedelta(seconds=60)
-# Where a run made against the temporary server can be browsed later: `prefect server start`
-# with the same PREFECT_HOME reads the same database.
+# The UI address when PREFECT_UI_URL cannot be derived from the API URL.
 DEFAULT_UI = "http://127.0.0.1:4200"
 
 
@@ -129,24 +132,48 @@ def serve_deployments(settings: Settings, *, limit: int = 1) -> None:
 # --- submitting ----------------------------------------------------------------------------
 
 
+# `submit`'s exit codes (usage errors exit 2, as every command's do).
+EXIT_SUMMARIZED, EXIT_RUN_FAILED, EXIT_DOCUMENTS_FAILED = 0, 1, 3
+
+
 @dataclass
 class Submission:
     flow_run_id: UUID
     name: str
     batch: str
     mode: str  # "deployment" | "in-process"
-    url: str | None
+    url: str | None  # only where a server that outlives this command answers
     state: str | None = None  # the state type once known to have ended (COMPLETED, FAILED, ...)
     message: str | None = None
+    browse: str | None = None  # how to see an in-process run recorded by Prefect's temporary server
+    outcome: dict[str, Any] | None = None  # the flow's result (in-process runs that completed)
+    wall_seconds: float | None = None  # the flow run's start to end, from Prefect's record
 
     @property
-    def ok(self) -> bool:
-        return self.state in (None, "COMPLETED")
+    def failed_documents(self) -> int | None:
+        if self.state != "COMPLETED":
+            return None
+        if self.outcome is not None:
+            return int(self.outcome["failed"])
+        from flows.batch import failed_documents
+
+        return failed_documents(self.message)
+
+    @property
+    def exit_code(self) -> int:
+        if self.state is None:  # submitted, not followed
+            return EXIT_SUMMARIZED
+        if self.state != "COMPLETED":
+            return EXIT_RUN_FAILED
+        return EXIT_DOCUMENTS_FAILED if self.failed_documents else EXIT_SUMMARIZED
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "flow_run_id": str(self.flow_run_id), "flow_run_name": self.name, "batch": self.batch,
-            "mode": self.mode, "url": self.url, "state": self.state, "message": self.message,
+            "mode": self.mode, "url": self.url, "browse": self.browse, "state": self.state, "message": self.message,
+            "failed_documents": self.failed_documents,
+            "failures": self.outcome["failures"] if self.outcome is not None else None,
+            "exit_code": self.exit_code,
         }
 
 
@@ -185,15 +212,19 @@ def flow_run_url(flow_run_id: UUID) -> str:
     return url_for("flow-run", obj_id=flow_run_id, default_base_url=DEFAULT_UI) or f"{DEFAULT_UI}/runs/flow-run/{flow_run_id}"
 
 
-def submit_to_deployment(deployment_id: UUID, batch: str, paths: Sequence[str], playbook: str | None = None) -> Submission:
+def submit_to_deployment(
+    deployment_id: UUID, batch: str, paths: Sequence[str], playbook: str | None = None, *, strict: bool | None = None
+) -> Submission:
     from prefect.deployments import run_deployment
 
-    params: dict[str, Any] = {"batch": batch, "paths": list(paths), "origin": "submit"}
+    parameters: dict[str, Any] = {"batch": batch, "paths": list(paths), "origin": "submit"}
     if playbook is not None:  # else the worker's own setting
-        params["playbook"] = playbook
+        parameters["playbook"] = playbook
+    if strict is not None:  # otherwise the served process's strict_batches setting decides
+        parameters["strict"] = strict
     run = run_deployment(
         deployment_id,
-        parameters=params,
+        parameters=parameters,
         flow_run_name=f"summarize {batch}",
         tags=["contractsum", f"batch:{batch}"],
         timeout=0,
@@ -209,21 +240,51 @@ def run_in_process(
     on_progress: Callable[[ProgressEvent], None] | None = None,
     *,
     temporary_server: bool = False,
+    strict: bool | None = None,
 ) -> Submission:
     """Run the batch flow here, on this thread (the engine's watchdog needs the main thread).
     ``temporary_server`` ignores a configured API URL that does not answer and records the run
-    through Prefect's temporary server instead (same PREFECT_HOME database)."""
+    through Prefect's temporary server instead, which ends with this process: no URL then, but
+    how to browse the run later (its database outlives the temporary server)."""
     from prefect import tags
     from prefect.settings import temporary_settings
 
     unset = {PREFECT_API_URL} if temporary_server else set()
+    logging.getLogger("prefect").addFilter(_temporary_server_notice)
     with temporary_settings(restore_defaults=unset), local_run(settings, on_progress), tags("contractsum", "ad-hoc"):
-        state = summarize_batch(batch=batch, paths=list(paths), origin="submit", return_state=True)
+        state = summarize_batch(batch=batch, paths=list(paths), origin="submit", strict=strict, return_state=True)
         run_id = state.state_details.flow_run_id
         with get_client(sync_client=True) as client:
-            name = client.read_flow_run(run_id).name
-        url = flow_run_url(run_id)
-    return Submission(run_id, name, batch, "in-process", url, state.type.value, state.message)
+            run = client.read_flow_run(run_id)
+        answering = not temporary_server and PREFECT_API_URL.value() is not None
+        url = flow_run_url(run_id) if answering else None
+        browse = None if answering else browse_later_hint()
+        outcome = state.result(raise_on_failure=False) if state.is_completed() else None
+    wall = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else None
+    return Submission(
+        run_id, run.name, batch, "in-process", url, state.type.value, state.message, browse,
+        outcome if isinstance(outcome, dict) else None, wall,
+    )
+
+
+def _temporary_server_notice(record: logging.LogRecord) -> bool:
+    """Drops Prefect's "Starting temporary server on http://127.0.0.1:PORT" notice: that address is
+    gone when this command ends, and `submit` says instead how to see the run later."""
+    return not str(record.msg).startswith(("Starting temporary server on", "Stopping temporary server on"))
+
+
+def browse_later_hint() -> str:
+    """How to see runs recorded by Prefect's temporary server: `prefect server start` on the same
+    database (PREFECT_API_DATABASE_CONNECTION_URL, else prefect.db under PREFECT_HOME), offline."""
+    from prefect.settings import get_current_settings
+
+    exe = Path(sys.executable).with_name("prefect")
+    start = f"{shlex.quote(str(exe)) if exe.exists() else 'prefect'} server start --host 127.0.0.1"
+    env = "PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1"
+    if os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return f"to see this run in the Prefect UI: {env} {start} (with this PREFECT_API_DATABASE_CONNECTION_URL)"
+    home = get_current_settings().home
+    return f"to see this run in the Prefect UI: PREFECT_HOME={shlex.quote(str(home))} {env} {start}"
 
 
 def watch(submission: Submission, on_update: Callable[[str, float | None, str | None], None], *, poll_s: float = 1.0) -> Submission:

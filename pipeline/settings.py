@@ -65,6 +65,11 @@ class Settings(EngineSettings, _Where):
     lease_seconds: int = Field(default=3600, ge=10, description="How long a worker holds a job before others may take it.")
     max_wave_prompts: int = Field(default=1024, ge=1, description="Most prompts leased into one engine wave.")
     db_retry_seconds: float = Field(default=120.0, ge=0, description="How long to retry a unit of work while the database is unreachable.")
+    strict_batches: bool = Field(
+        default=False,
+        description="A batch with failed documents (unreadable, needs OCR, output never validated) fails its flow run "
+        "instead of completing with them listed (`submit --strict` for one run).",
+    )
     fault_injection: str | None = Field(default=None, description="Test only: a named point where the process kills itself.")
     ingest_workers: int = Field(
         default=1, ge=1, description="Processes that extract PDF text in parallel (pypdf is the cost; ~1.6-2x on 2 cores)."

@@ -484,10 +484,21 @@ def batches_overview(session: Session, *, name: str | None = None) -> list[dict[
         summarized = session.scalar(
             select(func.count(func.distinct(Summary.document_id))).where(Summary.document_id.in_(doc_ids))
         ) or 0
+        docs, pages = session.execute(
+            select(func.count(), func.coalesce(func.sum(Document.page_count), 0)).where(
+                Document.id.in_(doc_ids), Document.status == "ok"
+            )
+        ).one()
         out.append(
-            {"name": b.name, "id": b.id, "origin": b.origin, "created_at": b.created_at.isoformat(), "files": files, "summarized": summarized}
+            {"name": b.name, "id": b.id, "origin": b.origin, "created_at": b.created_at.isoformat(), "files": files,
+             "documents": docs, "pages": int(pages), "summarized": summarized}
         )
     return out
+
+
+def engine_runs(session: Session, *, limit: int = 10) -> list[EngineRun]:
+    """The most recent engine runs, newest first."""
+    return list(session.scalars(select(EngineRun).order_by(EngineRun.id.desc()).limit(limit)))
 
 
 def get_chunk(session: Session, chunk_id: int | None) -> Chunk:

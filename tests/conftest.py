@@ -55,7 +55,7 @@ def pg_admin():
     from sqlalchemy import create_engine
 
     if not _pg_available():
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (start it: see .ci/run)")
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (./scripts/test.sh starts it: scripts/services.sh)")
     engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     yield engine
     engine.dispose()

@@ -1,5 +1,6 @@
 """The engine in real subprocesses: tensor parallelism on the CPU, and the watchdog when a
-vLLM worker dies (vLLM itself can hang there). Each test starts its own TP=2 engine."""
+vLLM worker dies (vLLM itself can hang there), and a batch run whose engine dies. Each test starts
+its own engine."""
 
 from __future__ import annotations
 
@@ -110,3 +111,45 @@ def test_killed_vllm_worker_fails_the_run_within_the_watchdog_limit_and_requeues
         assert run.status == "failed" and run.error
     leftovers = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::") and p.ppid() == proc.pid]
     assert not leftovers
+
+
+def test_dead_engine_fails_the_batch_run_and_submit_exits_1(tmp_path, tiny_model):
+    """Unlike an unreadable file, a dead engine is the system failing: the run ends Failed."""
+    import sqlite3
+    from contextlib import closing
+
+    home = tmp_path / "home"
+    env = _env(
+        home, tiny_model, CONTRACTSUM_SUMMARY_MAX_CHARS="4000", CONTRACTSUM_FINDING_MAX_CHARS="2000",
+        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096", CONTRACTSUM_ENGINE_STALL_SECONDS="60", PREFECT_HOME=str(tmp_path / "prefect"),
+        # vLLM told to log to stdout, at INFO: --json must still be one JSON document there.
+        VLLM_LOGGING_STREAM="ext://sys.stdout", VLLM_LOGGING_LEVEL="INFO",
+    )
+    env.pop("PREFECT_API_URL", None)
+    files = [CORPUS / "commonpaper-mutual-nda-v1.pdf", CORPUS / "bonterms-cloud-terms-v1.pdf"]
+    proc = subprocess.Popen(
+        [*CLI, "submit", *map(str, files), "--name", "dies", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:  # the engine run row appears once the engine is up
+            try:
+                with closing(sqlite3.connect(f"file:{home / 'contractsum.db'}?mode=ro", uri=True)) as db:  # never creates it
+                    if db.execute("select count(*) from engine_runs").fetchone()[0]:
+                        break
+            except sqlite3.Error:
+                pass  # not created or migrated yet
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.5)
+        core = _vllm_worker(psutil.Process(proc.pid), "VLLM::EngineCore")
+        assert core is not None, "no EngineCore process found"
+        core.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    result = json.loads(out)  # fails on any log line before or after the document
+    assert "INFO" in err  # vLLM did log, to stderr
+    assert result["state"] == "FAILED" and result["exit_code"] == 1, result
+    assert "BatchFailed: the engine failed: " in result["message"] and "0 of 2 documents summarized" in result["message"], result["message"]

@@ -77,24 +77,33 @@ def _task_runs(flow_run_id) -> dict[str, list]:
 
 
 @pytest.mark.engine
-def test_batch_with_a_bad_file_summarizes_the_rest_and_fails_with_the_reason_on_the_run(flow_settings, tmp_path):
+def test_batch_with_a_bad_file_summarizes_the_rest_and_completes_with_the_reason_on_the_run(flow_settings, tmp_path):
     from badfiles import encrypted_pdf
 
     from flows._prefect import local_run
-    from flows.batch import summarize_batch
+    from flows.batch import failed_documents, summarize_batch
 
     bad = encrypted_pdf(tmp_path)
     with local_run(flow_settings):
         state = summarize_batch(batch="Q3 vendors", paths=[str(NDA), str(bad)], return_state=True)
+        # The same batch, strict: its failed document now fails the run (nothing is redone).
+        strict = summarize_batch(batch="Q3 vendors", strict=True, return_state=True)
 
-    assert state.is_failed()
+    # An unreadable file is the document's problem, not the system's: the run completes, and says so.
+    assert state.is_completed(), state.message
+    assert state.message.startswith("1 of 2 documents summarized, 1 failed: "), state.message
     assert bad.name in state.message and "password" in state.message.lower(), state.message
+    assert failed_documents(state.message) == 1
+    result = state.result()
+    assert result["summarized"] == 1 and [f["source"] for f in result["failures"]] == [bad.name]
     run = _run(state)
     assert run.name == "summarize Q3 vendors"
     assert {"batch:Q3 vendors", "origin:prefect"} <= set(run.tags)
+    assert run.state.type.value == "COMPLETED" and run.state.message == state.message  # what the UI shows
 
     artifacts = _artifacts(run.id)
     table = artifacts["markdown"].data
+    assert "**1 of 2 documents summarized, 1 failed**" in table
     nda_row = next(line for line in table.splitlines() if line.startswith(f"| {NDA.name}"))
     assert "| summarized |" in nda_row and "(p. " in nda_row, nda_row
     bad_row = next(line for line in table.splitlines() if line.startswith(f"| {bad.name}"))
@@ -117,6 +126,8 @@ def test_batch_with_a_bad_file_summarizes_the_rest_and_fails_with_the_reason_on_
     (nda,) = rows  # the encrypted file never became a document
     assert nda["contract"] == NDA.name and len(nda) == 1 + 7  # the default playbook's seven types
     assert any(v.startswith("found") for k, v in nda.items() if k != "contract"), nda
+    assert strict.is_failed(), strict.message
+    assert bad.name in strict.message and "strict" in strict.message, strict.message
 
 
 @pytest.mark.engine
@@ -360,7 +371,56 @@ def test_prefect_environment_is_offline_loopback_and_under_contractsum_home(tmp_
     assert "PREFECT_HOME" not in kept and "DO_NOT_TRACK" not in kept
 
 
-def test_submit_without_serve_runs_in_process_and_exits_1_when_the_batch_failed(plain_settings, tmp_path, monkeypatch):
+@pytest.mark.engine
+def test_submit_exits_3_listing_failed_documents_1_with_strict_and_its_timing_matches_status(flow_settings, tmp_path, monkeypatch):
+    from badfiles import encrypted_pdf
+    from typer.testing import CliRunner
+
+    import pipeline.engine.engine
+    from flows._prefect import OFFLINE_DEFAULTS
+    from pipeline.cli.main import app
+
+    for key, value in OFFLINE_DEFAULTS.items():  # set here so the command's defaults leave no trace
+        monkeypatch.setenv(key, value)
+    # The command stops the process's engine when it ends; here that is the session's engine.
+    monkeypatch.setattr(pipeline.engine.engine, "release_shared_engine", lambda: None)
+    env = {"CONTRACTSUM_HOME": str(flow_settings.home), "CONTRACTSUM_MODEL": str(flow_settings.model), "CONTRACTSUM_DTYPE": "float32"}
+    env.update({f"CONTRACTSUM_{k.upper()}": str(v) for k, v in TINY_OVERRIDES.items()})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    good = tmp_path / "short-nda.txt"
+    good.write_text(SHORT_CONTRACT)
+    bad = encrypted_pdf(tmp_path)
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["submit", str(good), str(bad), "--name", "cli-batch", "--json"])
+    assert result.exit_code == 3, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "in-process" and out["batch"] == "cli-batch" and out["flow_run_name"] == "summarize cli-batch"
+    assert out["state"] == "COMPLETED" and out["exit_code"] == 3 and out["failed_documents"] == 1
+    assert bad.name in out["message"] and [f["source"] for f in out["failures"]] == [bad.name]
+    assert out["url"].endswith(f"/runs/flow-run/{out['flow_run_id']}")  # the test's Prefect API answers
+
+    # The timing line's numbers are the run's stored records, as `status` shows them.
+    timing = out["timing"]
+    status = json.loads(runner.invoke(app, ["status", "--batch", "cli-batch", "--json"]).stdout)
+    (batch,) = status["batches"]
+    assert (timing["contracts"], timing["pages"]) == (batch["documents"], batch["pages"]) == (1, 1)
+    (engine_run,) = [r for r in status["engine_runs"] if r["id"] == timing["engine_run"]["id"]]
+    assert timing["engine_run"] == engine_run and engine_run["prompts"] >= 1 and engine_run["output_tokens_per_second"] > 0
+    assert timing["wall_seconds"] >= engine_run["wall_seconds"]
+    from pipeline.cli.flows import timing_line
+
+    line = timing_line(timing)
+    assert line.startswith("timing: 1 contracts, 1 pages, ") and f"{engine_run['prompts']} prompts, " in line, line
+
+    strict = runner.invoke(app, ["submit", str(good), str(bad), "--name", "cli-batch", "--strict"])
+    assert strict.exit_code == 1, strict.output
+    assert "failed" in strict.stdout and bad.name in strict.stdout and "strict" in strict.stdout, strict.stdout
+    assert "timing:" not in strict.stdout
+
+
+def test_submit_of_only_unreadable_files_completes_with_exit_3_and_needs_no_engine(plain_settings, tmp_path, monkeypatch):
     from badfiles import empty_file
     from typer.testing import CliRunner
 
@@ -373,11 +433,8 @@ def test_submit_without_serve_runs_in_process_and_exits_1_when_the_batch_failed(
     monkeypatch.setattr(pipeline.engine.engine, "_shared", None)  # the command releases the process's engine
     monkeypatch.setenv("CONTRACTSUM_MODEL", str(plain_settings.model))
     bad = empty_file(tmp_path)
-    result = CliRunner().invoke(app, ["submit", str(bad), "--name", "cli-batch", "--json"])
+    result = CliRunner().invoke(app, ["submit", str(bad), "--name", "cli-batch"])
 
-    assert result.exit_code == 1, result.output
-    out = json.loads(result.stdout)
-    assert out["mode"] == "in-process" and out["batch"] == "cli-batch"
-    assert out["state"] == "FAILED" and bad.name in out["message"]
-    assert out["flow_run_name"] == "summarize cli-batch"
-    assert out["url"].endswith(f"/runs/flow-run/{out['flow_run_id']}")
+    assert result.exit_code == 3, result.output
+    assert "completed with 1 failed document(s)" in result.stdout and bad.name in result.stdout
+    assert "no engine work" in result.stdout

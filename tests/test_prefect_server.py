@@ -47,6 +47,10 @@ class Served:
     home: Path
     submit: subprocess.CompletedProcess
     logs: Path
+    server_home: Path
+    temporary: subprocess.CompletedProcess  # in-process, before any server ran: Prefect's temporary one
+    in_process: subprocess.CompletedProcess  # in-process with the server up
+    in_process_url_status: int | None  # what its printed URL answered right after it was printed
 
 
 def _free_port() -> int:
@@ -117,10 +121,31 @@ def served(tmp_path_factory, tiny_model):
         "CONTRACTSUM_TIMEZONE": "Europe/Berlin",
         "CONTRACTSUM_NIGHTLY_CRON": "15 3 * * *",
     }
+    unreadable = root / "empty.txt"  # a batch that needs no engine: its one file fails to read
+    unreadable.write_bytes(b"")
+    # Before any server runs: the run goes through Prefect's temporary server, gone when the
+    # command ends, into the database the server below will use.
+    temporary = subprocess.run(
+        [str(BIN / "contractsum"), "submit", str(unreadable), "--name", "temporary-run"],
+        env={**{k: v for k, v in client_env.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": server_env["PREFECT_HOME"],
+             "CONTRACTSUM_HOME": str(root / "home-temporary")},
+        capture_output=True, text=True, timeout=300,
+    )
+    (root / "temporary.log").write_text(temporary.stdout + "\n--- stderr ---\n" + temporary.stderr)
     server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, root / "server.log")
     procs = [server]
     try:
         _wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, 180, procs, root)
+        in_process = subprocess.run(
+            [str(BIN / "contractsum"), "submit", str(unreadable), "--name", "in-process-run", "--in-process", "--json"],
+            env={**client_env, "CONTRACTSUM_HOME": str(root / "home-in-process")}, capture_output=True, text=True, timeout=300,
+        )
+        (root / "in-process.log").write_text(in_process.stdout + "\n--- stderr ---\n" + in_process.stderr)
+        try:
+            url = json.loads(in_process.stdout)["url"]
+            url_status = httpx.get(url, timeout=10).status_code if url else None
+        except (ValueError, KeyError, httpx.HTTPError):
+            url_status = None
         serve = _start([str(BIN / "contractsum"), "serve"], client_env, root / "serve.log")
         procs.append(serve)
 
@@ -134,7 +159,10 @@ def served(tmp_path_factory, tiny_model):
             env=client_env, capture_output=True, text=True, timeout=420,
         )
         (root / "submit.log").write_text(submit.stdout + "\n--- stderr ---\n" + submit.stderr)
-        yield Served(api=api, ui=ui, home=root / "home", submit=submit, logs=root)
+        yield Served(
+            api=api, ui=ui, home=root / "home", submit=submit, logs=root, server_home=Path(server_env["PREFECT_HOME"]),
+            temporary=temporary, in_process=in_process, in_process_url_status=url_status,
+        )
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -153,8 +181,9 @@ def _artifacts(served: Served, flow_run_id: str) -> dict[str, dict]:
 
 def test_submit_with_serve_running_goes_through_the_deployment_and_leaves_its_story_in_the_api(served):
     out = _submitted(served)
-    assert out["mode"] == "deployment" and out["state"] == "COMPLETED", out
+    assert out["mode"] == "deployment" and out["state"] == "COMPLETED" and out["exit_code"] == 0, out
     assert out["url"] == f"{served.ui}/runs/flow-run/{out['flow_run_id']}"
+    assert httpx.get(out["url"], timeout=10).status_code == 200
     # --wait followed the run: progress lines on stderr (a bar on a terminal), ending at 100 %.
     progress = served.submit.stderr
     assert re.search(r"^Running \d+%", progress, re.M) and re.search(r"^Completed 100% ", progress, re.M), progress[-2000:]
@@ -174,6 +203,29 @@ def test_submit_with_serve_running_goes_through_the_deployment_and_leaves_its_st
     assert float(artifacts["progress"]["data"]) == 100.0
     assert (served.home / "reports" / BATCH / "report.html").is_file()
 
+
+
+def test_in_process_run_without_a_server_prints_no_url_and_a_later_server_start_shows_it(served):
+    temporary = served.temporary
+    assert temporary.returncode == 3, f"logs in {served.logs}:\n{temporary.stderr[-3000:]}"  # completed, 1 unreadable file
+    # Prefect's temporary server is gone when the command ends: no URL anywhere in what it printed.
+    assert "http://" not in temporary.stdout and "http://" not in temporary.stderr, temporary.stdout + temporary.stderr[-2000:]
+    run_id = re.search(r"^flow run ([0-9a-f-]{36}) \(summarize temporary-run\), in-process$", temporary.stdout, re.M).group(1)
+    # It says how to see the run instead, and that is true: the server started since shows it.
+    assert f"PREFECT_HOME={served.server_home} " in temporary.stdout and "prefect server start --host 127.0.0.1" in temporary.stdout
+    run = httpx.get(f"{served.api}/flow_runs/{run_id}", timeout=10)
+    assert run.status_code == 200, run.text
+    assert run.json()["name"] == "summarize temporary-run" and run.json()["state_type"] == "COMPLETED"
+
+
+def test_in_process_run_with_a_server_up_prints_its_url_and_it_answered(served):
+    proc = served.in_process
+    assert proc.returncode == 3, f"logs in {served.logs}:\n{proc.stderr[-3000:]}"
+    out = json.loads(proc.stdout)
+    assert out["mode"] == "in-process" and out["state"] == "COMPLETED" and out["failed_documents"] == 1, out
+    assert out["url"] == f"{served.ui}/runs/flow-run/{out['flow_run_id']}" and out["browse"] is None
+    assert served.in_process_url_status == 200
+    assert httpx.get(f"{served.api}/flow_runs/{out['flow_run_id']}", timeout=10).json()["state_type"] == "COMPLETED"
 
 
 def test_nightly_schedule_puts_runs_on_the_calendar_at_the_configured_local_time(served):
@@ -197,7 +249,7 @@ def test_nightly_schedule_puts_runs_on_the_calendar_at_the_configured_local_time
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium")
     if exe is None:
-        pytest.fail("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+        pytest.fail("Debian's chromium is not installed (./scripts/test.sh installs it: scripts/system-deps.sh --test)")
     return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
 
 

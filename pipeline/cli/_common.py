@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -13,6 +11,7 @@ from rich.console import Console
 
 from pipeline.engine.config import EngineSettings
 from pipeline.errors import ContractsumError
+from pipeline.output import write_json
 from pipeline.settings import Settings, load_settings
 
 console = Console()
@@ -75,8 +74,7 @@ def engine_option(name: str) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    write_json(obj)
 
 
 def open_db(settings: Settings):

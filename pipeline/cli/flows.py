@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from pipeline.cli._common import console, err_console, print_json, settings_from, sources_from
+from pipeline.errors import ContractsumError
 
 if TYPE_CHECKING:
     from pipeline.batch import ProgressEvent
@@ -67,16 +68,23 @@ def submit(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
     name: str | None = typer.Option(None, "--name", "-n", help="Batch name (default: batch-<timestamp>); reusing one resumes it."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends; exit 1 if it failed."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends, then exit with its code."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     in_process: bool = typer.Option(False, "--in-process", help="Run here even when `serve` is running."),
     playbook: str | None = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
+    strict: bool | None = typer.Option(
+        None, "--strict/--no-strict", help="Failed documents fail the run (default: the strict_batches setting)."
+    ),
 ) -> None:
-    """Create a batch from PATHS and run it; print the flow-run id and its UI URL.
+    """Create a batch from PATHS and run it; print the flow-run id, and its UI URL where a
+    Prefect server answers.
 
     The run goes to the `summarize-batch` deployment when a Prefect server answers and
     `contractsum serve` is polling it, and runs in this process otherwise (this waits for it).
-    Exit 0 when the run completed, 1 when it failed, 2 for usage errors.
+
+    Exit codes: 0 every document summarized (or submitted without --wait); 3 the run completed
+    but some documents failed (unreadable, needs OCR, output never validated; listed); 1 the run
+    failed (engine, database, settings; or failed documents with --strict); 2 usage errors.
     """
     from flows._prefect import apply_prefect_environment
     from pipeline.batch import default_batch_name
@@ -84,7 +92,7 @@ def submit(
 
     if playbook is not None and playbook.endswith(".toml"):  # the run may execute in another folder
         playbook = str(resolve_playbook_path(playbook).resolve())
-    settings = settings_from(ctx, playbook=playbook)
+    settings = settings_from(ctx, playbook=playbook, strict_batches=strict)
     playbook_for(settings)  # a bad playbook is a usage error here, not a failed run
     apply_prefect_environment(settings)
     from flows.serve import route, run_in_process, submit_to_deployment, watch
@@ -94,8 +102,9 @@ def submit(
     absolute = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(Path.cwd() / p) for p in paths]
     where = route()
     bar = _Bar()  # on stderr, so --json output stays clean
+    timing = None
     if where.deployment_id is not None and not in_process:
-        sub = submit_to_deployment(where.deployment_id, batch, absolute, playbook)
+        sub = submit_to_deployment(where.deployment_id, batch, absolute, playbook, strict=strict)
         if not as_json:
             _announce(sub, where.reason)
         if wait:
@@ -111,20 +120,68 @@ def submit(
                 sub = run_in_process(settings, batch, absolute, bar.event, temporary_server=not where.api_answers)
         finally:
             release_shared_engine()  # vLLM's processes would keep this one from exiting
+        timing = _timing(settings, sub)
         if not as_json:
             _announce(sub, "in-process")
     if as_json:
-        print_json(sub.as_dict())
+        print_json({**sub.as_dict(), "timing": timing})
     elif sub.state is not None:
-        style = "green" if sub.ok else "red"
-        console.print(f"[{style}]{sub.state.lower()}[/]" + (f": {sub.message}" if sub.message and not sub.ok else ""), highlight=False)
-    raise typer.Exit(0 if sub.ok else 1)
+        _print_outcome(sub)
+        if timing is not None:
+            console.print(timing_line(timing), highlight=False, soft_wrap=True)
+    raise typer.Exit(sub.exit_code)
+
+
+def _print_outcome(sub: Any) -> None:
+    from flows.serve import EXIT_DOCUMENTS_FAILED, EXIT_SUMMARIZED
+
+    if sub.exit_code == EXIT_SUMMARIZED:
+        console.print(f"[green]{sub.state.lower()}[/]", highlight=False)
+    elif sub.exit_code == EXIT_DOCUMENTS_FAILED:
+        console.print(f"[yellow]completed with {sub.failed_documents} failed document(s)[/]", highlight=False)
+        failures = sub.outcome["failures"] if sub.outcome is not None else None
+        if failures is None:  # a served run: its state message lists them
+            console.print(f"  {sub.message}", highlight=False, soft_wrap=True)
+        for f in failures or []:
+            console.print(f"  {f['source']}: {f['status']} — {f['reason']}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[red]{sub.state.lower()}[/]" + (f": {sub.message}" if sub.message else ""), highlight=False, soft_wrap=True)
+
+
+def _timing(settings: Any, sub: Any) -> dict[str, Any] | None:
+    """The run's numbers from storage (batch documents, the engine run's record) and Prefect's
+    record of the flow run (wall time)."""
+    from pipeline.cli._common import open_db
+    from pipeline.reports.report import run_timing
+
+    if sub.outcome is None:  # the run failed: its state message is what matters
+        return None
+    try:
+        timing = run_timing(open_db(settings), batch=sub.batch, engine_run_id=sub.outcome["engine_run_id"])
+    except ContractsumError:  # the database is gone: the run's own state says so
+        return None
+    return {**timing, "wall_seconds": round(sub.wall_seconds, 1) if sub.wall_seconds is not None else None}
+
+
+def timing_line(t: dict[str, Any]) -> str:
+    """contracts, pages, prompts, output tokens/s, wall time — what a vLLM user looks for."""
+    run = t["engine_run"]
+    engine = (
+        f"{run['prompts']} prompts, {run['output_tokens_per_second']:.1f} output tokens/s "
+        f"({run['tokens_out']:,} tokens in {run['wall_seconds']:.1f} s of generation)"
+        if run else "no engine work (nothing left to summarize)"
+    )
+    wall = t["wall_seconds"]
+    took = f"{int(wall // 60)} min {wall % 60:.0f} s" if wall is not None and wall >= 60 else f"{wall:.1f} s" if wall is not None else "?"
+    return f"timing: {t['contracts']} contracts, {t['pages']} pages, {engine}; wall {took}"
 
 
 def _announce(sub: Any, how: str) -> None:
-    console.print(f"flow run {sub.flow_run_id} ({sub.name}), {how}", highlight=False)
-    if sub.url:
+    console.print(f"flow run {sub.flow_run_id} ({sub.name}), {how}", highlight=False, soft_wrap=True)
+    if sub.url:  # only where that server answers now
         console.print(sub.url, highlight=False, soft_wrap=True)
+    elif sub.browse:
+        console.print(sub.browse, highlight=False, soft_wrap=True)
 
 
 class _Bar:

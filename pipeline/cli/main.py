@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +12,7 @@ import typer
 
 from pipeline.cli._common import exit_with_error, handle_errors
 from pipeline.errors import ContractsumError
+from pipeline.output import json_requested, quiet_libraries, reserve_stdout
 
 # The command modules, each with ``register(app)``. A module listed here that cannot be imported
 # stops the CLI with an ImportError naming it: a renamed module must not silently drop commands.
@@ -72,22 +73,10 @@ def _handle_errors_everywhere(app: typer.Typer) -> None:
 app = build_app()
 
 
-def _quiet_defaults() -> None:
-    """Offline, private, and stdout kept for our own output (vLLM logs to stdout by default)."""
-    for key, value in {
-        "VLLM_LOGGING_STREAM": "ext://sys.stderr",
-        "VLLM_LOGGING_LEVEL": "WARNING",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(key, value)
-
-
 def main() -> None:
-    _quiet_defaults()
+    quiet_libraries()  # vLLM logs to stdout by default: send it to stderr
+    if json_requested(sys.argv[1:]):
+        reserve_stdout()  # one JSON document on stdout, whatever vLLM, Prefect or pypdf write
     try:
         app()
     except ContractsumError as exc:  # errors raised outside a command body (settings parsing)

@@ -126,6 +126,9 @@ class Engine:
         self.stall_seconds = config.stall_seconds
         if on_cpu:
             _cpu_environment(self.config)
+        # EngineCore gives its workers 5 s to exit before it warns and signals them; on a loaded box
+        # they need longer. Stays under SHUTDOWN_GRACE_S, which is how long shutdown() waits for it.
+        os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", "20")
         self._llm, self.startup_seconds, self._procs = _start_llm(self.config, on_cpu)
         self._reaper = _start_reaper(self._procs)
         self._last_step = time.monotonic()
@@ -234,12 +237,19 @@ class Engine:
             return
         self.closed = True
         try:
-            shutdown = getattr(self._llm.llm_engine, "shutdown", None)
+            # vLLM 0.32's LLMEngine has no shutdown(): its engine-core client does. It stops
+            # EngineCore with SIGTERM and waits for it; EngineCore stops its workers, which free
+            # their shared memory. Killing them instead leaves that memory to multiprocessing's
+            # resource tracker, which warns about "leaked semaphore / shared_memory objects".
+            llm_engine = self._llm.llm_engine
+            shutdown = getattr(llm_engine, "shutdown", None) or getattr(getattr(llm_engine, "engine_core", None), "shutdown", None)
             if callable(shutdown) and not self.dead_processes():
-                shutdown()
+                # vLLM's default grace is 5 s, then SIGKILL; a loaded small box needs longer.
+                shutdown(timeout=SHUTDOWN_GRACE_S)
+                _wait_for_exit(self._procs, timeout=SHUTDOWN_GRACE_S)
         except Exception:
             pass
-        for p in self._procs:
+        for p in self._procs:  # whatever did not stop by itself (or a dead engine's leftovers)
             try:
                 for c in p.children(recursive=True):
                     c.kill()
@@ -342,6 +352,18 @@ for pid, created in targets:
     except psutil.Error:
         pass
 """
+
+
+SHUTDOWN_GRACE_S = 30.0
+
+
+def _wait_for_exit(procs, *, timeout: float) -> None:
+    import psutil
+
+    try:
+        psutil.wait_procs([c for p in procs if _alive(p) for c in [p, *p.children(recursive=True)]], timeout=timeout)
+    except psutil.Error:
+        pass
 
 
 def _start_reaper(procs):

@@ -18,6 +18,28 @@ def status_report(factory: sessionmaker[Session], *, batch: str | None = None) -
             "totals": repo.counts(s),
             "jobs": repo.job_counts(s, batch_id=batch_id),
             "batches": repo.batches_overview(s, name=batch),
+            "engine_runs": [engine_run_entry(r) for r in repo.engine_runs(s)],
+        }
+
+
+def engine_run_entry(run) -> dict[str, Any]:
+    return {
+        "id": run.id, "status": run.status, "model": run.model, "started_at": run.started_at.isoformat(),
+        "prompts": run.prompts, "tokens_in": run.tokens_in, "tokens_out": run.tokens_out,
+        "wall_seconds": round(run.wall_seconds, 3), "output_tokens_per_second": round(run.tokens_per_second, 2),
+    }
+
+
+def run_timing(factory: sessionmaker[Session], *, batch: str, engine_run_id: int | None) -> dict[str, Any]:
+    """What a batch run did, from storage: the batch's contracts and pages (those with text), and
+    the prompts, output tokens and generation time of the engine run that summarized it."""
+    with factory() as s:
+        overview = repo.batches_overview(s, name=batch)
+        run = repo.engine_run(s, engine_run_id)
+        return {
+            "contracts": overview[0]["documents"] if overview else 0,
+            "pages": overview[0]["pages"] if overview else 0,
+            "engine_run": engine_run_entry(run) if run is not None else None,
         }
 
 
