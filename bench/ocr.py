@@ -87,6 +87,7 @@ def flexible_char_errors(reference: str, hypothesis: str) -> int:
             claimed[:] = b"\x01" * len(hyp)
             continue
         hit = fuzz.partial_ratio_alignment(para, hyp)
+        assert hit is not None  # both strings are non-empty here
         start, end = hit.dest_start, hit.dest_end
         # Let the window grow or shrink at its ends by what the OCR added or lost inside it.
         best = (Levenshtein.distance(para, hyp[start:end]), start, end)

@@ -34,7 +34,7 @@ from bench import Row, corpus_pdfs, emit, machine, settings_for, tiny_model
 GOAL_RATIO = 2.0
 # The test suite's output limits for the random-weight model: short answers, citations forced.
 TINY_OVERRIDES = dict(min_clauses=2, summary_max_chars=60, finding_max_chars=40, max_output_tokens=512)
-ENGINE_KW = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=600, cpu_kvcache_space_gib=2)
+ENGINE_KW: dict[str, Any] = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=600, cpu_kvcache_space_gib=2)
 QUESTION_MAX_TOKENS = 160
 
 
@@ -101,6 +101,7 @@ def _review(engine, tap: CacheTap, root: Path, name: str, playbook: str, model: 
         statuses: dict[str, int] = {}
         for d in repo.documents(s):
             summary = repo.latest_summary(s, d.id)
+            assert summary is not None, d.source
             for cl in repo.clauses_of(s, summary.id):
                 statuses[cl.status] = statuses.get(cl.status, 0) + 1
     return {"wall": wall, "engine_seconds": done.engine_seconds, "waves": done.waves, "prompts": done.prompts,
@@ -147,7 +148,7 @@ def _question_requests(settings, factory, model: Path) -> list:
                     allowed.append([f"S{o}" for o, _ in sents])
     ids = renderer.token_ids_many(items)
     out = []
-    for token_ids, sids in zip(ids, allowed):
+    for token_ids, sids in zip(ids, allowed, strict=True):
         schema = {
             "type": "object", "additionalProperties": False, "required": ["present", "finding", "answer", "citations"],
             "properties": {

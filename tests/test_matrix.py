@@ -85,7 +85,7 @@ def test_csv_follows_cuads_layout_and_round_trips_through_the_cuad_reader():
     rows = read_master_clauses("matrix.csv", text=text)  # the reader load_cuad uses on CUAD itself
     assert [name for name, _ in rows] == ["acme-msa.pdf", "=evil.pdf"]
     back = from_cuad_csv(text, columns=COLUMNS)
-    for original, (name, labels), again in zip(m.rows, rows, back.rows):
+    for original, (name, labels), again in zip(m.rows, rows, back.rows, strict=True):
         assert again.source == original.source == name
         for col in COLUMNS:
             want = m.cell(original, col)
@@ -120,7 +120,7 @@ def test_cuads_own_csv_reads_as_a_matrix_with_cuad_presence():
     assert len(m.columns) == 41 and len(m.rows) == len(contracts) == 5
     kinds = {c.cuad_category: c.kind for c in m.columns}
     assert all(kinds[k] == v for k, v in ANSWER_KINDS.items())
-    for row, contract in zip(m.rows, contracts):
+    for row, contract in zip(m.rows, contracts, strict=True):
         for col in m.columns:
             label = contract.labels[col.cuad_category]
             assert (row.cells[col.id].status == "found") == label.present, (row.source, col.label)

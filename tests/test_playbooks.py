@@ -229,7 +229,8 @@ def test_a_failed_review_is_failed_in_every_cell_and_an_unreviewed_one_not_asked
 
     book = load_playbook(write_playbook(tmp_path, "asked"))
     with factory.begin() as s:
-        bad, fresh = _store_document(s, "bad.pdf"), _store_document(s, "new.pdf")
+        bad = _store_document(s, "bad.pdf")
+        _store_document(s, "new.pdf")
         repo.enqueue(s, [{"key": "k1", "kind": "map", "document_id": bad.id, "prompt_version": book.review_key("v1"), "state": "failed"}])
         repo.fail_job(s, s.scalar(repo.select(repo.Job.id).where(repo.Job.key == "k1")), error="schema")
     with factory() as s:

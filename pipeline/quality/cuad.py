@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -201,7 +201,7 @@ def _match_pdfs(filenames: list[str], pdfs: list[Path]) -> list[list[Path]]:
         exact.append(hit[:1])
         claimed.update(hit[:1])
     out: list[list[Path]] = []
-    for f, hit in zip(filenames, exact):
+    for f, hit in zip(filenames, exact, strict=True):
         if hit:
             out.append(hit)
             continue
@@ -231,7 +231,7 @@ def load_cuad(folder: Path, limit: int | None = None) -> list[CuadContract]:
         raise CuadFormatError(f"{pdf_root}: no such folder (CUAD keeps its PDFs there)")
     pdfs = sorted(p for p in pdf_root.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
     paths = _match_pdfs([f for f, _ in rows], pdfs)
-    return [CuadContract(name=f, pdf_paths=ps, labels=labels) for (f, labels), ps in zip(rows, paths)]
+    return [CuadContract(name=f, pdf_paths=ps, labels=labels) for (f, labels), ps in zip(rows, paths, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +410,8 @@ def answers_match(kind: str, predicted: str | None, expected: str | None) -> boo
     "Delaware" = "Delaware, USA"). party: token F1 of the folded names >= 0.5 (legal forms such as Inc.
     ignored). text: the folded token sequences are equal.
     """
-    p, e = answer_key(kind, predicted), answer_key(kind, expected)
+    p: Any = answer_key(kind, predicted)
+    e: Any = answer_key(kind, expected)
     if p is None or e is None:
         return False
     if kind == "date":
@@ -519,6 +520,8 @@ def score(
             s = cats.setdefault(cat, CategoryScore(answer_category=cat in ANSWER_KINDS))
             pred = preds.get(cat)
             found = pred is not None and pred.status == "found"
+            if pred is None:
+                pred = Prediction(status="not_asked")
             present = label.present
             if present and found:
                 s.tp += 1

@@ -49,6 +49,7 @@ def noisy(image: Image.Image, *, seed: int = 0, speckle: float = 0.01, blur: flo
     rng = random.Random(seed)
     width, height = out.size
     pixels = out.load()
+    assert pixels is not None
     for _ in range(int(width * height * speckle)):
         pixels[rng.randrange(width), rng.randrange(height)] = 0 if rng.random() < 0.5 else 255
     return out
@@ -68,7 +69,8 @@ def _g4(image: Image.Image) -> bytes:
     buf = BytesIO()
     inverted.save(buf, "TIFF", compression="group4", tiffinfo={278: image.height})
     tiff = Image.open(BytesIO(buf.getvalue()))
-    offsets, counts = tiff.tag_v2[273], tiff.tag_v2[279]
+    tags = tiff.tag_v2  # type: ignore[attr-defined]  # a TIFF's tags (Pillow types Image.open as ImageFile)
+    offsets, counts = tags[273], tags[279]
     assert len(offsets) == 1, "expected one strip"
     data = buf.getvalue()
     return data[offsets[0] : offsets[0] + counts[0]]
@@ -156,7 +158,7 @@ def mixed_copy(pdf: Path, path: Path, *, scanned: Sequence[int], dpi: int) -> Pa
     scan = PdfReader(BytesIO(image_pdf(render_pages(pdf, dpi, scanned), path, dpi=dpi).read_bytes()))
     original = PdfReader(pdf)
     writer = PdfWriter()
-    replaced = dict(zip(scanned, scan.pages))
+    replaced = dict(zip(scanned, scan.pages, strict=True))
     for i, page in enumerate(original.pages):
         writer.add_page(replaced.get(i, page))
     with Path(path).open("wb") as fh:

@@ -48,9 +48,13 @@ def build_matrix(session: Session, *, batch: str | None, playbook: Playbook, pro
 
 
 def _cells(session: Session, summary, playbook: Playbook) -> dict[str, MatrixCell]:
+    ocr_pages = repo.ocr_pages_of(session, summary.document_id)  # a citation resting on OCR text says so
     cites: dict[int, list[MatrixCitation]] = {}
-    for c in repo.citations_of(session, summary.id):
-        cites.setdefault(c.clause_id, []).append(MatrixCitation(page=c.page_number, sentence_id=f"S{c.sentence_ordinal}", text=c.text))
+    for cit in repo.citations_of(session, summary.id):
+        cites.setdefault(cit.clause_id, []).append(
+            MatrixCitation(page=cit.page_number, sentence_id=f"S{cit.sentence_ordinal}", text=cit.text,
+                           ocr=cit.page_number in ocr_pages)
+        )
     stored = {cl.type: cl for cl in repo.clauses_of(session, summary.id)}
     legacy = summary.playbook is None  # stored before playbooks: only found rows, every default type was asked
     cells: dict[str, MatrixCell] = {}

@@ -12,7 +12,7 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -189,8 +189,8 @@ def load_playbook(name_or_path: str | Path, *, home: Path | None = None, prompts
 def _field_name(raw: dict, loc: tuple) -> str:
     """``clause[3].kind`` (with the clause's id when it has one) for a pydantic error location."""
     parts: list[str] = []
-    node = raw
-    for i, part in enumerate(loc):
+    node: Any = raw
+    for part in loc:
         if isinstance(part, int) and parts:
             label = f"{parts[-1]}[{part}]"
             item = node[part] if isinstance(node, list) and part < len(node) else None
