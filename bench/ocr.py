@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import Row, corpus_pdfs, emit, machine
+from bench import Row, corpus_pdfs, emit, machine, start
 
 GOAL_CER_CLEAN_300 = 0.02
 
@@ -231,6 +231,7 @@ def main() -> None:
     ap.add_argument("--ocr-dpi", type=int, default=300, help="the ocr_dpi pages are rendered at for OCR")
     ap.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     args = ap.parse_args()
+    start(args.json)
     rows, detail = run(pages_per_doc=args.pages_per_doc, docs=args.docs, workers=args.workers, ocr_dpi=args.ocr_dpi)
     emit(rows, detail, as_json=args.json)
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import Row, corpus_pdfs, emit, machine, settings_for, tiny_model
+from bench import Row, corpus_pdfs, emit, machine, settings_for, start, tiny_model
 
 GOAL_RATIO = 2.0
 # The test suite's output limits for the random-weight model: short answers, citations forced.
@@ -245,12 +245,6 @@ def run(*, docs: int = 2, playbook: str = "cuad", naive: bool = True, repeat: in
 
 
 def main() -> None:
-    import os
-
-    # stdout is for the result (--json): vLLM logs to stdout unless told otherwise.
-    for key, value in {"VLLM_LOGGING_STREAM": "ext://sys.stderr", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1",
-                       "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(key, value)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=2, help="how many of the shortest corpus contracts")
     ap.add_argument("--playbook", default="cuad", help="the many-type playbook (name or .toml path)")
@@ -258,6 +252,7 @@ def main() -> None:
     ap.add_argument("--no-naive", action="store_true", help="skip the per-question loop on a prefix-cache-off engine")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = ap.parse_args()
+    start(args.json)
     rows, detail = run(docs=args.docs, playbook=args.playbook, naive=not args.no_naive, repeat=args.repeat)
     emit(rows, detail, as_json=args.json)
 

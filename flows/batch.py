@@ -152,7 +152,10 @@ def write_batch_report(
     from pipeline.review.playbooks import playbook_for
 
     book = playbook_for(settings)
-    report = build_report(factory, prompt_version=settings.prompt_version, batch=batch, playbook=book)
+    report = build_report(
+        factory, prompt_version=settings.prompt_version, batch=batch, playbook=book,
+        low_confidence=settings.ocr_low_confidence,
+    )
     folder = settings.reports_dir / slug(batch)
     html = write_report(report, "html", folder / "report.html")
     write_report(report, "json", folder / "report.json")
@@ -382,6 +385,8 @@ class BatchOutcome:
         for d in report["documents"]:
             clauses = []
             for c in d["clauses"]:
+                if c.get("status", "found") != "found":  # not found / not asked: no finding to list
+                    continue
                 pages = sorted({cit["page"] for cit in c["citations"]})
                 clauses.append(f"{c['type']} (p. {', '.join(map(str, pages))})" if pages else c["type"])
             reason = d["error"] or ""

@@ -343,7 +343,8 @@ def _store_one(
                     )
                     if chunker is not None and existing.status == "ok":
                         outcome.chunks = _queue(
-                            s, existing, chunker, prompt_version=settings.prompt_version, batch_id=batch_id
+                            s, existing, chunker, prompt_version=chunker.review_key or settings.prompt_version,
+                            batch_id=batch_id,
                         )[1]
                     repo.record_file(
                         s, batch, source=where, status=ex.status, reason=outcome.reason,

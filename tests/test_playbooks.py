@@ -310,3 +310,20 @@ def test_a_bad_playbook_flag_stops_summarize_before_any_engine_with_the_file_and
     shown = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "config", "--json"], env={"CONTRACTSUM_PLAYBOOK": "mine"})
     assert shown.exit_code == 0
     assert json.loads(shown.output)["playbook"] == {"value": "mine", "source": "env CONTRACTSUM_PLAYBOOK"}
+
+
+def test_a_bad_playbook_flag_on_submit_is_a_usage_error_exit_2_and_starts_no_run(tmp_path):
+    """submit's exit 1 means "the run failed"; a playbook that does not load never starts one."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    bad = write_playbook(tmp_path, "bad", GOOD.format(name="bad").replace('kind = "place"', 'kind = "colour"'))
+    contract = tmp_path / "c.txt"
+    contract.write_text("This Agreement is governed by the laws of Delaware.")
+    home = tmp_path / "home"
+    for flag in (str(bad), "no-such-playbook"):
+        ran = CliRunner().invoke(app, ["--home", str(home), "submit", "--playbook", flag, str(contract)])
+        assert ran.exit_code == 2, ran.output
+        assert (str(bad) if flag.endswith(".toml") else flag) in ran.output
+    assert not (home / "reports").exists()  # no run wrote a report

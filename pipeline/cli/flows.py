@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from pipeline.cli._common import console, err_console, print_json, settings_from, sources_from
-from pipeline.errors import ContractsumError
+from pipeline.errors import ConfigError, ContractsumError, PromptError
 
 if TYPE_CHECKING:
     from pipeline.batch import ProgressEvent
@@ -90,10 +90,13 @@ def submit(
     from pipeline.batch import default_batch_name
     from pipeline.review.playbooks import playbook_for, resolve_playbook_path
 
-    if playbook is not None and playbook.endswith(".toml"):  # the run may execute in another folder
-        playbook = str(resolve_playbook_path(playbook).resolve())
-    settings = settings_from(ctx, playbook=playbook, strict_batches=strict)
-    playbook_for(settings)  # a bad playbook is a usage error here, not a failed run
+    try:  # a bad playbook is a usage error here (exit 2), not a failed run
+        if playbook is not None and playbook.endswith(".toml"):  # the run may execute in another folder
+            playbook = str(resolve_playbook_path(playbook).resolve())
+        settings = settings_from(ctx, playbook=playbook, strict_batches=strict)
+        playbook_for(settings)
+    except PromptError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
     apply_prefect_environment(settings)
     from flows.serve import route, run_in_process, submit_to_deployment, watch
 

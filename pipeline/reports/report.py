@@ -77,7 +77,8 @@ def document_entry(
     if doc.status == "needs_ocr":
         entry["status"] = "needs_ocr"
         return entry
-    summary = repo.summary_for(s, doc.id, key) or repo.latest_summary(s, doc.id)
+    # With a playbook, only that playbook's summary counts: another playbook's would hide a failure.
+    summary = repo.summary_for(s, doc.id, key) or (repo.latest_summary(s, doc.id) if playbook is None else None)
     if summary is None:
         failed = repo.failed_job(s, doc.id, key)
         if failed is not None:
@@ -148,7 +149,8 @@ def build_report(
                     entries.append(
                         {"document_id": None, "source": _name(rec.source), "sha256": rec.sha256, "pages": rec.pages,
                          "status": "failed", "error": rec.reason, "summary": None, "parties": [], "dates": [],
-                         "clauses": [], "playbook": None, "playbook_version": None, "provenance": None}
+                         "clauses": [], "playbook": None, "playbook_version": None, "provenance": None,
+                         "ocr_pages": 0, "low_confidence_pages": []}
                     )
     return {"generated_at": now_iso(), "batch": batch, "documents": entries}
 

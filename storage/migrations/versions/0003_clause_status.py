@@ -5,7 +5,7 @@ Rows written before playbooks existed were all findings of the default playbook:
 status 'found' (server default) with no playbook recorded, which readers take as default@1.
 
 Revision ID: 0003_clause_status
-Revises: 0001
+Revises: 0002_page_ocr
 """
 from alembic import op
 import sqlalchemy as sa
