@@ -448,8 +448,12 @@ def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_
     data = json.loads((tmp_path / "golden_gpu.json").read_text())
     assert set(data["comparisons"]) == {"bf16 -> emulated-fp8", "bf16 -> real-fp8", "emulated-fp8 -> real-fp8"}
     assert data["info"]["real-fp8_linear_changed"] == data["info"]["emulated-fp8_linear_changed"] == 14
-    for comparison in data["comparisons"].values():
-        assert comparison["verdict"] in ("PASS", "FAIL")
+    metrics = {c.metric for c in G.load_thresholds(G.thresholds_path(PROMPTS, "v1")).checks}
+    for name, comparison in data["comparisons"].items():
+        # The verdict is the one its checks give: every threshold checked, PASS only if all hold.
+        checks = comparison["checks"]
+        assert {c["metric"] for c in checks} == metrics, name
+        assert comparison["verdict"] == ("PASS" if all(c["ok"] for c in checks) else "FAIL"), (name, checks)
         assert len(comparison["cases"]) == 2
 
 
@@ -469,7 +473,8 @@ def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(
     tpl = load_template(REPO_ROOT / "prompts", "summarize", gset.params["summarize_template"])
     assert first.kind == "summarize"
     assert data["info"]["prompt_tokens"][0] == len(renderer.token_ids(tpl, first.rendered()))
-    assert all(len(c["cases"]) == 3 for c in data["comparisons"].values())
+    assert len(data["comparisons"]) == 3
+    assert [len(c["cases"]) for c in data["comparisons"].values()] == [3, 3, 3]
 
 
 def test_the_gpu_baseline_config_is_bf16_eager_and_fp8_real_builds_on_it(tiny_model, tmp_path):
