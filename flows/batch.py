@@ -155,7 +155,7 @@ def write_batch_report(
     create_markdown_artifact(
         key=f"batch-report-{slug(batch)}",
         markdown=outcome.markdown(),
-        description=f"contractsum batch {batch}: {outcome.headline()}",
+        description=f"contractsum batch {_md(batch)}: {outcome.headline()}",  # the UI renders it as Markdown
     )
     get_run_logger().info("report: %s", html)
     return outcome
@@ -387,7 +387,7 @@ class BatchOutcome:
         }
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~&!])")
 
 
 def _md(text: str | None) -> str:
