@@ -23,6 +23,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import psutil
 import pytest
 from conftest import CORPUS, REPO
 
@@ -47,6 +48,23 @@ class Served:
     home: Path
     submit: subprocess.CompletedProcess
     logs: Path
+    unserved: subprocess.CompletedProcess  # submit while the server answers but nothing serves
+    failed: subprocess.CompletedProcess  # submit --wait of a batch whose served run fails
+    empty: Path
+    listening: dict[str, list[tuple[str, int]]]  # listening sockets of each process tree
+
+
+def _listening(proc: subprocess.Popen) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of the process and its descendants."""
+    root = psutil.Process(proc.pid)
+    found = []
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            conns = p.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found += [(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
+    return found
 
 
 def _free_port() -> int:
@@ -121,7 +139,16 @@ def served(tmp_path_factory, tiny_model):
     procs = [server]
     try:
         _wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, 180, procs, root)
-        serve = _start([str(BIN / "contractsum"), "serve"], client_env, root / "serve.log")
+        # The server answers but nothing serves the deployment yet: submit runs the batch here.
+        empty = root / "empty.txt"
+        empty.write_bytes(b"")  # fails ingest, so these runs need no engine
+        unserved = subprocess.run(
+            [str(BIN / "contractsum"), "submit", str(empty), "--name", "unserved"],
+            env=client_env, capture_output=True, text=True, timeout=420,
+        )
+        # serve's runner webserver is on, so serve listens too; its host is contractsum's default
+        serve_env = {**client_env, "PREFECT_RUNNER_SERVER_ENABLE": "true", "PREFECT_RUNNER_SERVER_PORT": str(_free_port())}
+        serve = _start([str(BIN / "contractsum"), "serve"], serve_env, root / "serve.log")
         procs.append(serve)
 
         def ready() -> bool:
@@ -134,7 +161,13 @@ def served(tmp_path_factory, tiny_model):
             env=client_env, capture_output=True, text=True, timeout=420,
         )
         (root / "submit.log").write_text(submit.stdout + "\n--- stderr ---\n" + submit.stderr)
-        yield Served(api=api, ui=ui, home=root / "home", submit=submit, logs=root)
+        failed = subprocess.run(
+            [str(BIN / "contractsum"), "submit", str(empty), "--name", "served-empty", "--wait", "--json"],
+            env=client_env, capture_output=True, text=True, timeout=420,
+        )
+        listening = {"prefect server": _listening(server), "contractsum serve": _listening(serve)}
+        yield Served(api=api, ui=ui, home=root / "home", submit=submit, logs=root, unserved=unserved, failed=failed,
+                     empty=empty, listening=listening)
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -174,6 +207,38 @@ def test_submit_with_serve_running_goes_through_the_deployment_and_leaves_its_st
     assert float(artifacts["progress"]["data"]) == 100.0
     assert (served.home / "reports" / BATCH / "report.html").is_file()
 
+
+
+def test_submit_when_the_server_answers_but_nothing_serves_runs_here_and_records_the_run_on_that_server(served):
+    res = served.unserved
+    assert res.returncode == 1, res.stderr[-3000:]  # the batch's only file is empty: the run failed
+    stdout, stderr = " ".join(res.stdout.split()), " ".join(res.stderr.split())  # rich wraps long lines
+    reason = f"running in this process: no summarize-batch/summarize-batch deployment: `contractsum serve` has not run against {served.api}"
+    assert reason in stderr, res.stderr[-3000:]
+    match = re.search(r"flow run ([0-9a-f-]{36}) \(summarize unserved\), in-process", stdout)
+    assert match, res.stdout
+    run = httpx.get(f"{served.api}/flow_runs/{match[1]}", timeout=10).json()  # on this server, not a temporary one
+    assert run["state_type"] == "FAILED" and run["deployment_id"] is None and run["name"] == "summarize unserved"
+    assert served.empty.name in run["state"]["message"] and "failed: 1 of 1 documents failed" in stdout
+
+
+def test_submit_wait_on_a_served_run_that_fails_exits_1_with_the_reason(served):
+    res = served.failed
+    assert res.returncode == 1, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["mode"] == "deployment" and out["state"] == "FAILED" and served.empty.name in out["message"], out
+    run = httpx.get(f"{served.api}/flow_runs/{out['flow_run_id']}", timeout=10).json()
+    deployment = httpx.get(f"{served.api}/deployments/name/summarize-batch/summarize-batch", timeout=10).json()
+    assert run["state_type"] == "FAILED" and run["deployment_id"] == deployment["id"]
+    assert re.search(r"^Failed ", res.stderr, re.M), res.stderr[-2000:]  # --wait followed it to the end
+
+
+def test_prefect_server_and_serve_listen_on_loopback_only(served):
+    # serve's address comes from contractsum's default (PREFECT_RUNNER_SERVER_HOST), the server's
+    # from the documented `prefect server start --host 127.0.0.1`; both must listen somewhere.
+    for name, sockets in served.listening.items():
+        assert sockets, f"{name} has no listening socket"
+        assert {ip for ip, _ in sockets} == {"127.0.0.1"}, (name, sockets)
 
 
 def test_nightly_schedule_puts_runs_on_the_calendar_at_the_configured_local_time(served):

@@ -49,6 +49,8 @@ def summarize(
         def on_progress(ev: dict) -> None:
             if ev["event"] == "progress":
                 progress.update(task, completed=ev["done"], total=ev["total"], description=f"wave {ev['wave']}")
+            elif ev["event"] == "db_retry":  # the run goes on; operators should still see the outage
+                err_console.print(f"database unreachable ({ev['error']}): retrying, attempt {ev['attempt']}", highlight=False)
 
         report = run(factory, settings, batch=batch, on_progress=on_progress)
     data = report.as_dict()

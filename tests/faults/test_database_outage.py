@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -9,9 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, drop_pg_database, make_pg_database
 from faultkit import env_for, run, start, wait_for
+from sqlalchemy import select
 
 from storage import repo
 from storage.db import make_engine, open_database, upgrade
+from storage.models import EngineRun, Job, Summary
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -43,24 +47,40 @@ def test_postgres_outage_mid_run_is_retried_and_the_run_completes(tmp_path, tiny
 
         proc = start(["summarize", "--json"], env)
         assert wait_for(engine_running, timeout=300, proc=proc), proc.communicate()[1][-2000:]
-        factory.kw["bind"].dispose()
         time.sleep(2)
+        # The outage must land inside the run: the process alive and work still queued or leased.
+        with factory() as s:
+            at_stop = repo.job_counts(s)
+        factory.kw["bind"].dispose()
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert at_stop.get("queued", 0) + at_stop.get("leased", 0) > 0, at_stop
         stopped = time.monotonic()
         _pg("stop")
         try:
             time.sleep(20)
+            alive_through_outage = proc.poll() is None
         finally:
             _pg("start")
         assert wait_for(lambda: subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode == 0, timeout=60)
         outage = time.monotonic() - stopped
         out, err = proc.communicate(timeout=900)
+        assert alive_through_outage, err[-3000:]
         assert proc.returncode == 0, err[-3000:]
+        retries = re.findall(r"^database unreachable \((\w+)\): retrying, attempt (\d+)$", err, re.M)
+        result = json.loads(out)
         with factory() as s:
             docs = len(repo.documents(s))
             summaries = repo.counts(s)["summaries"]
             states = repo.job_counts(s)
-        print(f"outage {outage:.0f} s; summaries {summaries}/{docs}; jobs {states}")
+            runs = s.scalars(select(EngineRun)).all()
+            job_runs = set(s.scalars(select(Job.engine_run_id)))
+            summary_runs = set(s.scalars(select(Summary.engine_run_id)))
+        print(f"outage {outage:.0f} s; at the stop {at_stop}; {len(retries)} retries; summaries {summaries}/{docs}; jobs {states}")
         assert summaries == docs and set(states) == {"done"}
+        # One engine run did it all: the outage restarted nothing.
+        assert [r.id for r in runs] == [result["engine_run_id"]] and runs[0].status == "finished"
+        assert job_runs == summary_runs == {result["engine_run_id"]}
+        assert retries, f"no unit of work was retried: {err[-3000:]}"
     finally:
         _pg("start") if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode else None
         drop_pg_database(pg_admin, url)
