@@ -90,9 +90,16 @@ def _start_wave(env: dict[str, str], db: str, *args: str) -> subprocess.Popen:
                 break
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # jobs are leased once the wave's prompts are built
+        with factory() as s:
+            if repo.job_counts(s).get("leased", 0) > 0:
+                break
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("the wave must be running when the fault lands")
     time.sleep(3)  # inside the wave
-    with factory() as s:
-        assert repo.job_counts(s).get("leased", 0) > 0, "the wave must be running when the fault lands"
     return proc
 
 

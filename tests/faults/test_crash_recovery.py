@@ -109,7 +109,7 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
         else:
             runs_before = _counts(factory)[0]["engine_runs"]
             proc = start(["summarize"], env)
-            assert wait_for(lambda: _counts(factory)[0]["engine_runs"] > runs_before, timeout=300, proc=proc), proc.communicate()[1][-2000:]
+            assert wait_for(lambda: _counts(factory)[0]["engine_runs"] > runs_before, timeout=600, proc=proc), proc.communicate()[1][-2000:]
             time.sleep(rng.uniform(0.3, 3.0))  # a wave of short answers takes a few seconds
             if proc.poll() is None:
                 engine_procs = len(_tree(proc)) - 1

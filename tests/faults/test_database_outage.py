@@ -46,7 +46,7 @@ def test_postgres_outage_mid_run_is_retried_and_the_run_completes(tmp_path, tiny
                 return repo.counts(s)["engine_runs"] > 0
 
         proc = start(["summarize", "--json"], env)
-        assert wait_for(engine_running, timeout=300, proc=proc), proc.communicate()[1][-2000:]
+        assert wait_for(engine_running, timeout=600, proc=proc), proc.communicate()[1][-2000:]
         time.sleep(2)
         # The outage must land inside the run: the process alive and work still queued or leased.
         with factory() as s:
