@@ -83,14 +83,14 @@ def _start_wave(env: dict[str, str], db: str, *args: str) -> subprocess.Popen:
     """``contractsum summarize ARGS``, returned once its first wave is running (jobs leased)."""
     proc = subprocess.Popen([*CLI, "summarize", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     factory = open_database(db)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # the engine run row appears once the engine is up
         with factory() as s:
             if repo.counts(s)["engine_runs"]:
                 break
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.5)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # jobs are leased once the wave's prompts are built
         with factory() as s:
             if repo.job_counts(s).get("leased", 0) > 0:

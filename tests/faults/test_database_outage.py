@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_postgres_outage_mid_run_is_retried_and_the_run_completes(tmp_path, tiny
     try:
         upgrade(make_engine(url))
         env = env_for(
-            tmp_path / "home", tiny_model, CONTRACTSUM_DATABASE_URL=url, CONTRACTSUM_DB_RETRY_SECONDS="120",
+            tmp_path / "home", tiny_model, CONTRACTSUM_DATABASE_URL=url, CONTRACTSUM_DB_RETRY_SECONDS="300",
             CONTRACTSUM_SUMMARY_MAX_CHARS="1500", CONTRACTSUM_FINDING_MAX_CHARS="600", CONTRACTSUM_MAX_OUTPUT_TOKENS="2048",
             CONTRACTSUM_MAX_WAVE_PROMPTS="4",
         )
@@ -54,19 +55,28 @@ def test_postgres_outage_mid_run_is_retried_and_the_run_completes(tmp_path, tiny
         factory.kw["bind"].dispose()
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert at_stop.get("queued", 0) + at_stop.get("leased", 0) > 0, at_stop
+        # Read stderr while it runs: the outage lasts until the run has had to retry (a wave that
+        # generates through 20 s of outage touches no database), at most 150 s.
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        retry = re.compile(r"^database unreachable \((\w+)\): retrying, attempt (\d+)$")
         stopped = time.monotonic()
         _pg("stop")
         try:
             time.sleep(20)
+            wait_for(lambda: any(retry.match(line) for line in list(lines)), timeout=130, proc=proc)
             alive_through_outage = proc.poll() is None
         finally:
             _pg("start")
         assert wait_for(lambda: subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode == 0, timeout=60)
         outage = time.monotonic() - stopped
-        out, err = proc.communicate(timeout=900)
+        proc.wait(timeout=900)
+        reader.join(timeout=60)
+        out, err = proc.stdout.read(), "".join(lines)
         assert alive_through_outage, err[-3000:]
         assert proc.returncode == 0, err[-3000:]
-        retries = re.findall(r"^database unreachable \((\w+)\): retrying, attempt (\d+)$", err, re.M)
+        retries = [m.groups() for line in lines if (m := retry.match(line))]
         result = json.loads(out)
         with factory() as s:
             docs = len(repo.documents(s))
