@@ -164,7 +164,7 @@ def write_batch_report(
     create_markdown_artifact(
         key=f"batch-report-{slug(batch)}",
         markdown=outcome.markdown(),
-        description=f"contractsum batch {batch}: {outcome.headline()}",
+        description=f"contractsum batch {_md(batch)}: {outcome.headline()}",  # the UI renders it as Markdown
     )
     get_run_logger().info("report: %s", html)
     return outcome

@@ -67,6 +67,52 @@ def _vllm_worker(root: psutil.Process, name: str) -> psutil.Process | None:
     return None
 
 
+def _tree(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The CLI and every process below it now: EngineCore, its TP workers, the reaper, helpers."""
+    root = psutil.Process(proc.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _assert_none_left(tree: list[psutil.Process]) -> None:
+    """None of the processes recorded before the fault may outlive the run (orphans are
+    re-parented, so they are looked up by identity, not by parent)."""
+    _, alive = psutil.wait_procs(tree, timeout=15)
+    assert not alive, f"still running after the run ended: {[(p.pid, p.name()) for p in alive]}"
+
+
+def _start_wave(env: dict[str, str], db: str, *args: str) -> subprocess.Popen:
+    """``contractsum summarize ARGS``, returned once its first wave is running (jobs leased)."""
+    proc = subprocess.Popen([*CLI, "summarize", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    factory = open_database(db)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # the engine run row appears once the engine is up
+        with factory() as s:
+            if repo.counts(s)["engine_runs"]:
+                break
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # jobs are leased once the wave's prompts are built
+        with factory() as s:
+            if repo.job_counts(s).get("leased", 0) > 0:
+                break
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("the wave must be running when the fault lands")
+    time.sleep(3)  # inside the wave
+    return proc
+
+
+def _assert_jobs_given_back(db: str, reason: str) -> None:
+    with open_database(db)() as s:
+        counts = repo.job_counts(s)
+        assert counts.get("leased", 0) == 0 and counts.get("queued", 0) > 0, counts
+        assert repo.counts(s)["summaries"] == 0
+        run = repo.engine_run(s, 1)
+        assert run.status == "failed" and run.error and reason in run.error, run.error
+
+
 def test_killed_vllm_worker_fails_the_run_within_the_watchdog_limit_and_requeues_jobs(tmp_path, tiny_model):
     limit = 60
     # Long answers keep the wave busy long enough to kill a worker in the middle of it.
@@ -76,21 +122,13 @@ def test_killed_vllm_worker_fails_the_run_within_the_watchdog_limit_and_requeues
     )
     _ingest(env, sorted(CORPUS.glob("*.pdf")))
     db = f"sqlite:///{tmp_path / 'home' / 'contractsum.db'}"
-    proc = subprocess.Popen([*CLI, "summarize", "--tp", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start_wave(env, db, "--tp", "2")
+    tree: list[psutil.Process] = []
     try:
-        factory = open_database(db)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # the engine run row appears once the engine is up
-            with factory() as s:
-                if repo.counts(s)["engine_runs"]:
-                    break
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            time.sleep(0.5)
-        time.sleep(3)  # inside the wave
-        with factory() as s:
-            assert repo.job_counts(s).get("leased", 0) > 0, "the wave must be running when the worker dies"
+        tree = _tree(proc)
         worker = _vllm_worker(psutil.Process(proc.pid), "VLLM::Worker_TP1")
         assert worker is not None, "no TP1 worker found"
+        assert sum(p.name().startswith("VLLM::") for p in tree) >= 3, [p.name() for p in tree]  # EngineCore, 2 workers
         worker.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         _, err = proc.communicate(timeout=limit + 60)
@@ -98,19 +136,13 @@ def test_killed_vllm_worker_fails_the_run_within_the_watchdog_limit_and_requeues
     finally:
         if proc.poll() is None:
             proc.kill()
-    print(f"worker killed -> run ended in {elapsed:.1f} s (watchdog limit {limit} s)")
+    print(f"worker killed -> run ended in {elapsed:.1f} s (watchdog limit {limit} s); {len(tree)} processes checked")
     assert proc.returncode == 1, err[-3000:]
     assert elapsed < limit, f"took {elapsed:.1f} s"
     assert "engine process died" in err or "engine failed" in err
     assert "Traceback" not in err.split("error:")[-1]
-    with factory() as s:
-        counts = repo.job_counts(s)
-        assert counts.get("leased", 0) == 0 and counts.get("queued", 0) > 0, counts
-        assert repo.counts(s)["summaries"] == 0
-        run = repo.engine_run(s, 1)
-        assert run.status == "failed" and run.error
-    leftovers = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("VLLM::") and p.ppid() == proc.pid]
-    assert not leftovers
+    _assert_jobs_given_back(db, "engine")
+    _assert_none_left(tree)
 
 
 def test_dead_engine_fails_the_batch_run_and_submit_exits_1(tmp_path, tiny_model):
@@ -153,3 +185,43 @@ def test_dead_engine_fails_the_batch_run_and_submit_exits_1(tmp_path, tiny_model
     assert "INFO" in err  # vLLM did log, to stderr
     assert result["state"] == "FAILED" and result["exit_code"] == 1, result
     assert "BatchFailed: the engine failed: " in result["message"] and "0 of 2 documents summarized" in result["message"], result["message"]
+
+
+
+def test_stalled_engine_fails_the_run_after_the_stall_limit_and_requeues_jobs(tmp_path, tiny_model):
+    """The other branch of the watchdog: every engine process alive, but no engine step for
+    ``engine_stall_seconds`` (SIGSTOP freezes EngineCore, as a hung kernel or driver would)."""
+    limit = 20
+    env = _env(
+        tmp_path / "home", tiny_model, CONTRACTSUM_SUMMARY_MAX_CHARS="4000", CONTRACTSUM_FINDING_MAX_CHARS="2000",
+        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096", CONTRACTSUM_ENGINE_STALL_SECONDS=str(limit),
+    )
+    _ingest(env, sorted(CORPUS.glob("*.pdf"))[:4])
+    db = f"sqlite:///{tmp_path / 'home' / 'contractsum.db'}"
+    proc = _start_wave(env, db)
+    tree: list[psutil.Process] = []
+    try:
+        tree = _tree(proc)
+        frozen = [p for p in tree if p.name().startswith("VLLM::")]
+        assert frozen, [p.name() for p in tree]
+        for p in frozen:
+            p.suspend()
+        stopped_at = time.monotonic()
+        _, err = proc.communicate(timeout=limit + 90)
+        elapsed = time.monotonic() - stopped_at
+        print(f"engine frozen -> run ended in {elapsed:.1f} s (stall limit {limit} s)")
+        assert proc.returncode == 1, err[-3000:]
+        last = err.split("error:")[-1]
+        assert "made no progress" in last and "died" not in last, err[-3000:]
+        assert "Traceback" not in last
+        assert limit - 1 <= elapsed < limit + 60, f"took {elapsed:.1f} s"
+        _assert_jobs_given_back(db, "made no progress")
+        _assert_none_left(tree)
+    finally:  # never leave a frozen engine behind when something above failed
+        if proc.poll() is None:
+            proc.kill()
+        for p in tree[1:]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass

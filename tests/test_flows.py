@@ -237,10 +237,14 @@ def test_only_database_and_filesystem_faults_count_as_transient():
 
 
 def test_every_task_retries_only_through_the_transient_check():
+    from prefect import Task
+
     from flows import batch, nightly
 
-    tasks = [batch.connect, batch.ingest, batch.summarize_documents, batch.write_batch_report, nightly.find_new_files]
-    assert tasks
+    # Every task the flow modules define, found rather than listed, so a new one is checked too.
+    tasks = [t for m in (batch, nightly) for t in vars(m).values() if isinstance(t, Task) and t.__module__ == m.__name__]
+    names = {t.name for t in tasks}
+    assert {"connect", "ingest", "summarize", "report", "find-new-files"} <= names, names
     for t in tasks:
         assert t.retries == batch.RETRIES and t.retry_condition_fn is batch.retry_if_transient, t.name
         assert t.cache_policy is batch.NO_CACHE, t.name
@@ -259,6 +263,98 @@ def test_report_table_escapes_hostile_file_names_and_text():
     row = md.splitlines()[6]
     assert "<script>" not in md
     assert len(re.findall(r"(?<!\\)\|", row)) == 6 and "\\|" in row, row  # 5 cells, nothing injected
+
+
+# Markdown and HTML metacharacters, entities, strikethrough, links, images and a fake table row.
+HOSTILE = "x|<b>bold</b> **s** _e_ `c` ~~gone~~ &lt;i&gt; &amp; #h ![im](http:x) [ln](http:x) <script>alert(1)</script>"
+SAFE_TAGS = {"h1", "p", "strong", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "code"}
+
+
+def _rendered(markdown: str) -> dict:
+    """The artifact as the UI shows it: CommonMark plus GitHub tables and strikethrough, raw HTML
+    allowed, then parsed back into its tags, heading, table rows (cell texts) and list items."""
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+    out: dict = {"tags": set(), "h1": "", "rows": [], "items": []}
+
+    class Reader(HTMLParser):
+        text: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs):
+            out["tags"].add(tag)
+            if tag == "tr":
+                out["rows"].append([])
+            if tag in ("h1", "th", "td", "li"):
+                self.text = []
+
+        def handle_endtag(self, tag):
+            if tag in ("h1", "th", "td", "li") and self.text is not None:
+                joined = "".join(self.text).strip()
+                if tag == "h1":
+                    out["h1"] = joined
+                elif tag == "li":
+                    out["items"].append(joined)
+                else:
+                    out["rows"][-1].append(joined)
+                self.text = None
+
+        def handle_data(self, data):
+            if self.text is not None:
+                self.text.append(data)
+
+    Reader(convert_charrefs=True).feed(html)
+    return out
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_hostile_batch_and_file_names_show_verbatim_in_the_real_report_artifact(plain_settings, tmp_path):
+    from flows._prefect import local_run
+    from flows.batch import summarize_batch
+
+    bad = tmp_path / f"{HOSTILE.replace('/', '')}.txt"  # empty: it fails ingest, so no engine is needed
+    bad.write_bytes(b"")
+    batch = f"Q4 {HOSTILE}"
+    with local_run(plain_settings):
+        state = summarize_batch(batch=batch, paths=[str(bad)], return_state=True)
+    assert state.is_failed() and bad.name in state.message, state.message
+    artifact = _artifacts(_run(state).id)["markdown"]
+    page = _rendered(artifact.data)
+    assert page["tags"] <= SAFE_TAGS, page["tags"] - SAFE_TAGS
+    assert page["h1"] == f"Batch {batch}"
+    header, *rows = page["rows"]
+    assert len(header) == 5 and len(rows) == 1, page["rows"]
+    (row,) = rows
+    assert len(row) == 5 and row[0] == bad.name and row[1] == "failed" and "empty" in row[4], row
+    description = _rendered(artifact.description)
+    assert description["tags"] <= SAFE_TAGS, description["tags"] - SAFE_TAGS
+
+
+def test_hostile_clause_names_and_engine_error_show_verbatim_in_the_report_artifact():
+    from flows.batch import BatchOutcome
+
+    clause = f"termination {HOSTILE}"
+    error = f"CUDA error {HOSTILE}\n| fake | row | injected | here | now |\n"
+    report = {
+        "documents": [
+            {"source": "a.pdf", "status": "summarized", "pages": 3, "error": None,
+             "clauses": [{"type": clause, "citations": [{"page": 2}]}, {"type": "governing_law", "citations": []}]},
+            {"source": "b.pdf", "status": "pending", "pages": 1, "error": None, "clauses": []},
+        ]
+    }
+    md = BatchOutcome.from_report("b", report, None, None, Path("/r/report.html"), error).markdown()
+    page = _rendered(md)
+    assert page["tags"] <= SAFE_TAGS, page["tags"] - SAFE_TAGS
+    header, *rows = page["rows"]
+    assert [len(r) for r in rows] == [5, 5], page["rows"]  # the fake row stayed inside its cell
+    assert rows[0][3] == f"{_flat(clause)} (p. 2); governing_law"
+    assert rows[1][4] == "not summarized yet (the engine failed)"
+    assert f"Engine failure: {_flat(error)} — rerun the flow to resume" in page["items"], page["items"]
 
 
 # --- nightly -------------------------------------------------------------------------------

@@ -441,6 +441,46 @@ def test_the_flow_defaults_to_the_same_sides_as_the_cli():
         assert flow_params[name].default == cli_params[name].default.default
 
 
+def _golden_flow(ladder, tiny_model, candidate: str):
+    """``golden_check`` as Prefect runs it, on the ladder's saved baseline: its state and artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows._prefect import local_run
+    from flows.golden import golden_check
+
+    with local_run(make_settings(ladder["home"])):
+        state = golden_check(baseline=str(ladder["saved"]), candidate=candidate, model=str(tiny_model), return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as c:
+        run = c.read_flow_run(run_id)
+        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return state, run, {a.key: a for a in found}
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_golden_flow_fails_the_run_on_fail_and_still_publishes_its_report(ladder, tiny_model, prefect_harness):
+    state, run, artifacts = _golden_flow(ladder, tiny_model, "noise:0.1")
+    assert state.is_failed() and run.state_type.value == "FAILED"
+    assert "golden check FAIL (noise)" in state.message and "top_n_agreement=" in state.message, state.message
+    report = artifacts["golden-report"]
+    assert report.type == "markdown" and report.data.startswith("# Golden check: FAIL")
+    assert report.description.startswith("golden check FAIL (noise)")
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_golden_flow_completes_on_pass_and_publishes_its_report(ladder, tiny_model, prefect_harness):
+    state, run, artifacts = _golden_flow(ladder, tiny_model, str(ladder["home"] / "f32.toml"))
+    assert state.is_completed() and run.name.startswith("golden ") and run.state_type.value == "COMPLETED", state.message
+    result = state.result()
+    assert result["verdict"] == "PASS" and result["mode"] == "config"
+    assert result["checks"] and all(c["ok"] for c in result["checks"])
+    report = artifacts["golden-report"]
+    assert report.type == "markdown" and report.data.startswith("# Golden check: PASS")
+
+
 def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_model(tmp_path):
     """The GPU check script, shrunk to run here (torch's CPU build has FP8 _scaled_mm too)."""
     result = subprocess.run(
@@ -452,8 +492,12 @@ def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_
     data = json.loads((tmp_path / "golden_gpu.json").read_text())
     assert set(data["comparisons"]) == {"bf16 -> emulated-fp8", "bf16 -> real-fp8", "emulated-fp8 -> real-fp8"}
     assert data["info"]["real-fp8_linear_changed"] == data["info"]["emulated-fp8_linear_changed"] == 14
-    for comparison in data["comparisons"].values():
-        assert comparison["verdict"] in ("PASS", "FAIL")
+    metrics = {c.metric for c in G.load_thresholds(G.thresholds_path(PROMPTS, "v1")).checks}
+    for name, comparison in data["comparisons"].items():
+        # The verdict is the one its checks give: every threshold checked, PASS only if all hold.
+        checks = comparison["checks"]
+        assert {c["metric"] for c in checks} == metrics, name
+        assert comparison["verdict"] == ("PASS" if all(c["ok"] for c in checks) else "FAIL"), (name, checks)
         assert len(comparison["cases"]) == 2
 
 
@@ -473,7 +517,8 @@ def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(
     tpl = load_template(REPO_ROOT / "prompts", "summarize", gset.params["summarize_template"])
     assert first.kind == "summarize"
     assert data["info"]["prompt_tokens"][0] == len(renderer.token_ids(tpl, first.rendered()))
-    assert all(len(c["cases"]) == 3 for c in data["comparisons"].values())
+    assert len(data["comparisons"]) == 3
+    assert [len(c["cases"]) for c in data["comparisons"].values()] == [3, 3, 3]
 
 
 def test_the_gpu_baseline_config_is_bf16_eager_and_fp8_real_builds_on_it(tiny_model, tmp_path):

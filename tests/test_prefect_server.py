@@ -23,6 +23,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import psutil
 import pytest
 from conftest import CORPUS, REPO
 
@@ -51,6 +52,23 @@ class Served:
     temporary: subprocess.CompletedProcess  # in-process, before any server ran: Prefect's temporary one
     in_process: subprocess.CompletedProcess  # in-process with the server up
     in_process_url_status: int | None  # what its printed URL answered right after it was printed
+    unserved: subprocess.CompletedProcess  # submit while the server answers but nothing serves
+    failed: subprocess.CompletedProcess  # submit --wait of a batch whose served run fails
+    empty: Path
+    listening: dict[str, list[tuple[str, int]]]  # listening sockets of each process tree
+
+
+def _listening(proc: subprocess.Popen) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of the process and its descendants."""
+    root = psutil.Process(proc.pid)
+    found = []
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            conns = p.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found += [(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
+    return found
 
 
 def _free_port() -> int:
@@ -146,7 +164,16 @@ def served(tmp_path_factory, tiny_model):
             url_status = httpx.get(url, timeout=10).status_code if url else None
         except (ValueError, KeyError, httpx.HTTPError):
             url_status = None
-        serve = _start([str(BIN / "contractsum"), "serve"], client_env, root / "serve.log")
+        # The server answers but nothing serves the deployment yet: submit runs the batch here.
+        empty = root / "empty.txt"
+        empty.write_bytes(b"")  # fails ingest, so these runs need no engine
+        unserved = subprocess.run(
+            [str(BIN / "contractsum"), "submit", str(empty), "--name", "unserved"],
+            env=client_env, capture_output=True, text=True, timeout=420,
+        )
+        # serve's runner webserver is on, so serve listens too; its host is contractsum's default
+        serve_env = {**client_env, "PREFECT_RUNNER_SERVER_ENABLE": "true", "PREFECT_RUNNER_SERVER_PORT": str(_free_port())}
+        serve = _start([str(BIN / "contractsum"), "serve"], serve_env, root / "serve.log")
         procs.append(serve)
 
         def ready() -> bool:
@@ -159,9 +186,15 @@ def served(tmp_path_factory, tiny_model):
             env=client_env, capture_output=True, text=True, timeout=420,
         )
         (root / "submit.log").write_text(submit.stdout + "\n--- stderr ---\n" + submit.stderr)
+        failed = subprocess.run(
+            [str(BIN / "contractsum"), "submit", str(empty), "--name", "served-empty", "--strict", "--wait", "--json"],
+            env=client_env, capture_output=True, text=True, timeout=420,
+        )
+        listening = {"prefect server": _listening(server), "contractsum serve": _listening(serve)}
         yield Served(
             api=api, ui=ui, home=root / "home", submit=submit, logs=root, server_home=Path(server_env["PREFECT_HOME"]),
             temporary=temporary, in_process=in_process, in_process_url_status=url_status,
+            unserved=unserved, failed=failed, empty=empty, listening=listening,
         )
     finally:
         for p in reversed(procs):
@@ -226,6 +259,40 @@ def test_in_process_run_with_a_server_up_prints_its_url_and_it_answered(served):
     assert out["url"] == f"{served.ui}/runs/flow-run/{out['flow_run_id']}" and out["browse"] is None
     assert served.in_process_url_status == 200
     assert httpx.get(f"{served.api}/flow_runs/{out['flow_run_id']}", timeout=10).json()["state_type"] == "COMPLETED"
+
+
+def test_submit_when_the_server_answers_but_nothing_serves_runs_here_and_records_the_run_on_that_server(served):
+    res = served.unserved
+    # the batch's only file is empty: the run completes with it failed (exit 3), as a bad file does
+    assert res.returncode == 3, res.stderr[-3000:]
+    stdout, stderr = " ".join(res.stdout.split()), " ".join(res.stderr.split())  # rich wraps long lines
+    reason = f"running in this process: no summarize-batch/summarize-batch deployment: `contractsum serve` has not run against {served.api}"
+    assert reason in stderr, res.stderr[-3000:]
+    match = re.search(r"flow run ([0-9a-f-]{36}) \(summarize unserved\), in-process", stdout)
+    assert match, res.stdout
+    run = httpx.get(f"{served.api}/flow_runs/{match[1]}", timeout=10).json()  # on this server, not a temporary one
+    assert run["state_type"] == "COMPLETED" and run["deployment_id"] is None and run["name"] == "summarize unserved"
+    assert served.empty.name in run["state"]["message"] and served.empty.name in stdout
+
+
+def test_submit_wait_on_a_served_run_that_fails_exits_1_with_the_reason(served):
+    """--strict makes the served run of a batch with a failed document a failed run."""
+    res = served.failed
+    assert res.returncode == 1, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["mode"] == "deployment" and out["state"] == "FAILED" and served.empty.name in out["message"], out
+    run = httpx.get(f"{served.api}/flow_runs/{out['flow_run_id']}", timeout=10).json()
+    deployment = httpx.get(f"{served.api}/deployments/name/summarize-batch/summarize-batch", timeout=10).json()
+    assert run["state_type"] == "FAILED" and run["deployment_id"] == deployment["id"]
+    assert re.search(r"^Failed ", res.stderr, re.M), res.stderr[-2000:]  # --wait followed it to the end
+
+
+def test_prefect_server_and_serve_listen_on_loopback_only(served):
+    # serve's address comes from contractsum's default (PREFECT_RUNNER_SERVER_HOST), the server's
+    # from the documented `prefect server start --host 127.0.0.1`; both must listen somewhere.
+    for name, sockets in served.listening.items():
+        assert sockets, f"{name} has no listening socket"
+        assert {ip for ip, _ in sockets} == {"127.0.0.1"}, (name, sockets)
 
 
 def test_nightly_schedule_puts_runs_on_the_calendar_at_the_configured_local_time(served):

@@ -52,6 +52,8 @@ def summarize(
         def on_progress(ev: ProgressEvent) -> None:
             if ev.kind == "progress":
                 progress.update(task, completed=ev.done, total=ev.total, description=f"wave {ev.wave}")
+            elif ev.kind == "db_retry":  # the run goes on; operators should still see the outage
+                err_console.print(f"database unreachable ({ev.error}): retrying, attempt {ev.attempt}", highlight=False)
 
         report = run(factory, settings, batch=batch, on_progress=on_progress)
     data = report.as_dict()
