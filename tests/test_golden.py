@@ -492,7 +492,7 @@ def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_
     data = json.loads((tmp_path / "golden_gpu.json").read_text())
     assert set(data["comparisons"]) == {"bf16 -> emulated-fp8", "bf16 -> real-fp8", "emulated-fp8 -> real-fp8"}
     assert data["info"]["real-fp8_linear_changed"] == data["info"]["emulated-fp8_linear_changed"] == 14
-    metrics = {c.metric for c in G.load_thresholds(G.thresholds_path(PROMPTS, "v1")).checks}
+    metrics = {c.metric for c in GV.load_thresholds(GV.thresholds_path(PROMPTS, "v1")).checks}
     for name, comparison in data["comparisons"].items():
         # The verdict is the one its checks give: every threshold checked, PASS only if all hold.
         checks = comparison["checks"]

@@ -14,6 +14,7 @@ from conftest import CORPUS
 from faultkit import SHORT, env_for, run, start, wait_for
 from sqlalchemy import func, select
 
+from pipeline.review.schema import CLAUSE_TYPES
 from storage import repo
 from storage.db import open_database
 from storage.models import Chunk, Citation, Clause, Document, Page, Summary
@@ -148,14 +149,19 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
         expected_clauses = expected_citations = 0
         for summary in s.scalars(select(Summary)):
             want = [(c["type"], c["finding"]) for c in summary.output["clauses"]]
-            clauses = repo.clauses_of(s, summary.id)
+            rows = repo.clauses_of(s, summary.id)
+            clauses = [c for c in rows if c.status == "found"]
             assert [(c.type, c.finding) for c in clauses] == want, summary.document_id
+            # every other type the playbook asked is one not_found row (asked, absent), once
+            absent = sorted(c.type for c in rows if c.status == "not_found")
+            assert absent == sorted(set(CLAUSE_TYPES) - {t for t, _ in want}), (summary.document_id, absent)
             cites = repo.citations_of(s, summary.id)
-            for c, out in zip(clauses, summary.output["clauses"]):
+            for c, out in zip(clauses, summary.output["clauses"], strict=True):
                 ordinals = [int(sid[1:]) for sid in dict.fromkeys(out["citations"])]
                 assert [x.sentence_ordinal for x in cites if x.clause_id == c.id] == ordinals, (summary.document_id, c.type)
             assert {x.clause_id for x in cites} <= {c.id for c in clauses}
-            expected_clauses += len(want)
+            expected_clauses += len(rows)
+            assert len(rows) == len(CLAUSE_TYPES), summary.document_id
             expected_citations += len(cites)
         clause_rows = s.scalar(select(func.count()).select_from(Clause))
         citation_rows = s.scalar(select(func.count()).select_from(Citation))
