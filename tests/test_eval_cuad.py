@@ -82,3 +82,41 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     assert ran.exit_code == 0, ran.output
     data = json.loads(out.read_text())
     assert "cuad-e2e" in json.dumps(data) and len(json.dumps(data)) > 1000
+
+
+def test_eval_cuad_in_candidates_mode_cites_only_what_retrieval_proposed(tmp_path, tiny_model, engine):
+    """The candidate review end to end: one short prompt per clause type (fewer where retrieval found nothing),
+    stored as found / not found like the whole-contract review, scored beside the baseline; every citation is a
+    stored sentence on its page and one of the candidates retrieval proposed for that clause type."""
+    from pipeline.quality.cuad_eval import run_cuad_eval
+    from pipeline.reports.portfolio import build_matrix
+    from pipeline.review.candidates import propose
+    from pipeline.review.playbooks import load_playbook
+    from storage import repo
+    from storage.db import open_database
+
+    settings = make_settings(tmp_path / "home", model=tiny_model, **TINY_OVERRIDES)
+    factory = open_database(settings.db_url)
+    result = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, engine=engine, batch_name="cand", mode="candidates")
+    assert result["mode"] == "candidates (k=5)" and result["contracts"] == 2 and len(result["categories"]) == 41
+    assert not result["review"]["failed"], result["review"]["failed"]
+    # at most one prompt per clause type and contract; a retry asks its contract's types again
+    assert 2 <= result["review"]["prompts"] <= 41 * (2 + result["review"]["retries"])
+    assert SCORE_KEYS - {"support"} <= set(result["micro"]) and "f1" in result["baseline"]["micro"]
+
+    book = load_playbook("cuad").with_mode("candidates")
+    with factory() as s:
+        m = build_matrix(s, batch="cand", playbook=book)
+        assert {c.status for r in m.rows for c in r.cells.values()} <= {"found", "not_found"}
+        cited = 0
+        for row in m.rows:
+            stored = repo.sentences_of(s, row.document_id)
+            for cid, cell in row.cells.items():
+                proposed = {f"S{stored[i].ordinal}" for i in propose(book.clause(cid), [x.text for x in stored], 5)}
+                assert {c.sentence_id for c in cell.citations} <= proposed, cid
+                cited += len(cell.citations)
+    assert cited >= 1 and assert_matrix_citations_are_stored_sentences(factory, m) == cited
+    # the whole-contract review of the same playbook is another review: not reused, not overwritten
+    with factory() as s:
+        assert all(c.status == "not_asked" for r in build_matrix(s, batch="cand", playbook=load_playbook("cuad")).rows
+                   for c in r.cells.values())

@@ -69,6 +69,11 @@ class Playbook(BaseModel):
     # "ids": list only the ids in the prompt (the default playbook: prompt v1 byte for byte);
     # "questions": one line per clause type with its question and answer kind.
     prompt_style: Literal["ids", "questions"] = "questions"
+    # "whole": one structured prompt per chunk asks every clause type (prompt v1);
+    # "candidates": retrieval proposes candidates_k sentences per clause type and the model judges and
+    # cites among them, one short prompt per clause type (pipeline.review.candidates).
+    review_mode: Literal["whole", "candidates"] = "whole"
+    candidates_k: int = Field(default=5, ge=1, le=20)
     clauses: list[PlaybookClause] = Field(alias="clause", min_length=1, max_length=100)
 
     @field_validator("name")
@@ -105,12 +110,22 @@ class Playbook(BaseModel):
     def review_key(self, prompt_version: str) -> str:
         """The namespace jobs and summaries are stored under: the prompt version alone for the
         default playbook (so existing summaries stay valid), else prompt version + playbook."""
-        if self.name == DEFAULT_PLAYBOOK and self.version == "1":
+        if self.name == DEFAULT_PLAYBOOK and self.version == "1" and self.review_mode == "whole":
             return prompt_version
         key = f"{prompt_version}/{self.name}@{self.version}"
+        if self.review_mode == "candidates":  # a different review: its own jobs and summaries
+            key += f"+c{self.candidates_k}"
         if len(key) > 32:  # the column is 32 wide; the playbook is also stored in its own columns
             key = f"{prompt_version}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"[:32]
         return key
+
+    def with_mode(self, mode: str | None) -> "Playbook":
+        """This playbook reviewed in ``mode`` ("whole" | "candidates"; None: as the file says)."""
+        if mode is None or mode == self.review_mode:
+            return self
+        if mode not in ("whole", "candidates"):
+            raise PromptError(f"unknown review mode {mode!r}", hint="whole or candidates")
+        return self.model_copy(update={"review_mode": mode})
 
     def clause_block(self) -> str:
         """The clause instruction the summarize template's ``{clauses}`` slot receives."""

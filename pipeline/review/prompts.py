@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from pipeline.errors import PromptError
 
-Kind = Literal["summarize", "reduce"]
+Kind = Literal["summarize", "reduce", "candidates"]
 
 
 class PromptTemplate(BaseModel):
