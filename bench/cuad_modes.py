@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--limit", type=int)
     ap.add_argument("--home", type=Path, default=Path("/tmp/contractsum-cuad-modes"))
-    ap.add_argument("--modes", default="whole,candidates")
+    ap.add_argument("--modes", default="whole,candidates,gated")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 

@@ -32,6 +32,9 @@ def test_the_keyword_rule_proposes_the_sentence_that_holds_the_clause_first():
     law = propose(cuad.clause("governing_law"), SENTENCES, 3)
     assert law[0] == 3 and len(law) <= 3
     assert propose(cuad.clause("insurance"), SENTENCES, 2)[0] == 4
+    # gated: a clause type whose keyword rule matches nothing gets no candidates (BM25 would have some)
+    assert propose(cuad.clause("cap_on_liability"), SENTENCES, 3) == [4] and not propose(cuad.clause("cap_on_liability"), SENTENCES, 3, rule_gate=True)
+    assert propose(cuad.clause("governing_law"), SENTENCES, 3, rule_gate=True)[0] == 3
 
 
 def test_bm25_alone_proposes_candidates_for_a_clause_without_a_cuad_category():
@@ -82,5 +85,7 @@ def test_review_mode_gives_the_review_its_own_key_and_leaves_the_default_unchang
     assert default.with_mode("candidates").review_key("v1") != "v1"
     cuad = load_playbook("cuad")
     assert cuad.with_mode("candidates").review_key("v1") != cuad.with_mode("whole").review_key("v1")
+    gated = cuad.with_mode("gated")
+    assert gated.review_mode == "candidates" and gated.rule_gate and gated.review_key("v1") == "v1/cuad@1+c5g"
     with pytest.raises(PromptError, match="unknown review mode"):
         cuad.with_mode("sometimes")

@@ -30,8 +30,9 @@ def cuad(
     playbook: str = typer.Option("cuad", "--playbook", help="Playbook whose clause types map to CUAD categories."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
     mode: Optional[str] = typer.Option(
-        None, "--mode", help="Review mode: whole (one prompt per chunk asks every type) or candidates (retrieval proposes "
-        "sentences per type, the model judges and cites among them). Default: the playbook's review_mode.",
+        None, "--mode", help="Review mode: whole (one prompt per chunk asks every type), candidates (retrieval proposes "
+        "sentences per type, the model judges and cites among them) or gated (candidates, asking only types whose "
+        "keyword rule matched). Default: the playbook's review_mode.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -98,7 +98,7 @@ def run_cuad_eval(
         "baseline": base_score.to_json_dict(),
         "model": model_dir.name,
         "playbook": f"{book.name}@{book.version}",
-        "mode": book.review_mode if book.review_mode == "whole" else f"candidates (k={book.candidates_k})",
+        "mode": book.mode_name,
         "seconds": round(time.perf_counter() - t0, 2),
         "batch": batch,
         "files": {"ingested": len(doc_of), "failed": [f"{f.source}: {f.reason}" for f in ingested.files if f.document_id is None]},

@@ -83,14 +83,20 @@ class BM25:
         return out
 
 
-def propose(clause: PlaybookClause, sentences: Sequence[str], k: int, *, bm25: BM25 | None = None) -> list[int]:
+def propose(
+    clause: PlaybookClause, sentences: Sequence[str], k: int, *, bm25: BM25 | None = None, rule_gate: bool = False
+) -> list[int]:
     """Indices into ``sentences`` of at most ``k`` candidates for ``clause``, best first: the keyword
-    rule's hits for its CUAD category (document order), then BM25's ranking for label + question."""
-    from pipeline.quality.baseline import rule_hits
+    rule's hits for its CUAD category (document order), then BM25's ranking for label + question.
+    With ``rule_gate`` a clause type whose category has a rule gets no candidates when the rule matches
+    nothing (the model then only confirms or rejects what the keyword search found)."""
+    from pipeline.quality.baseline import RULES, rule_hits
 
     chosen: list[int] = []
     if clause.cuad_category:
         chosen = rule_hits(clause.cuad_category, sentences)[:k]
+        if rule_gate and not chosen and clause.cuad_category in RULES:
+            return []
     if len(chosen) < k:
         scores = (bm25 or BM25(sentences)).scores(f"{clause.label} {clause.question}")
         ranked = sorted((i for i, sc in enumerate(scores) if sc > 0), key=lambda i: (-scores[i], i))

@@ -370,7 +370,7 @@ class Summarizer:
             texts = [x.text for x in rows]
             bm25 = BM25(texts)
             proposed = {
-                c.id: [rows[i].ordinal for i in propose(c, texts, self.playbook.candidates_k, bm25=bm25)]
+                c.id: [rows[i].ordinal for i in propose(c, texts, self.playbook.candidates_k, bm25=bm25, rule_gate=self.playbook.rule_gate)]
                 for c in self.playbook.clauses
             }
             if len(self._retrieval) >= 256:
