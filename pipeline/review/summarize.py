@@ -271,7 +271,7 @@ class Summarizer:
             if not answer.found:
                 continue
             clause = self.playbook.clause(part.clause_id)
-            text = "yes" if clause.kind == "yes_no" else ((answer.answer or "").strip() or None)
+            text = "yes" if clause.kind == "yes_no" else _value(answer.answer)
             clauses.append(
                 ClauseFinding(
                     type=clause.id, finding=f"{clause.label}: {text or 'found'}"[: self.limits.finding_chars],
@@ -504,6 +504,12 @@ class _Joined:
 
     text: str
     finish_reason: str | None = None
+
+
+def _value(answer: str | None) -> str | None:
+    """A candidate answer's value for a non-yes/no kind; a bare yes/no/true/false is no value."""
+    text = (answer or "").strip()
+    return None if text.strip(".").casefold() in {"", "yes", "no", "true", "false", "none", "n/a"} else text
 
 
 def _candidate_summary(found: int, asked: int) -> str:
