@@ -94,7 +94,10 @@ def _review(engine, tap: CacheTap, root: Path, name: str, playbook: str, model: 
     _fresh(engine.llm)
     tap.reset()
     t0 = time.perf_counter()
-    done = summarize(factory, settings, engine=engine)
+    from pipeline.review.playbooks import playbook_for
+
+    # what this bench measures is the one-structured-prompt-per-chunk review, whatever mode the file chooses
+    done = summarize(factory, settings, engine=engine, playbook=playbook_for(settings).with_mode("whole"))
     wall = time.perf_counter() - t0
     assert not done.failed, done.failed
     with factory() as s:

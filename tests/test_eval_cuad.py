@@ -44,9 +44,10 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     # min_clauses forces the random model to claim (and cite) something, so the checks see citations.
     settings = make_settings(tmp_path / "home", model=tiny_model, **{**TINY_OVERRIDES, "max_output_tokens": 1024})
     factory = open_database(settings.db_url)
-    result = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e")
+    result = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e",
+                           mode="whole")
 
-    assert result["contracts"] == 2 and result["playbook"] == "cuad@1" and result["model"] == tiny_model.name
+    assert result["mode"] == "whole" and result["contracts"] == 2 and result["playbook"] == "cuad@1" and result["model"] == tiny_model.name
     assert result["files"]["ingested"] == 2 and not result["files"]["failed"]
     assert not result["review"]["failed"], result["review"]["failed"]
     assert len(result["categories"]) == 41
@@ -57,7 +58,7 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     assert result["seconds"] > 0
     json.dumps(result)  # one JSON object, as --json prints
 
-    cuad = load_playbook("cuad")
+    cuad = load_playbook("cuad").with_mode("whole")
     with factory() as s:
         m = build_matrix(s, batch="cuad-e2e", playbook=cuad)
     assert len(m.rows) == 2 and [c.id for c in m.columns] == list(cuad.ids)
@@ -66,7 +67,8 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     assert assert_matrix_citations_are_stored_sentences(factory, m) >= 2
 
     # a rerun finds everything reviewed: no engine work, the same scores
-    again = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e")
+    again = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e",
+                          mode="whole")
     assert again["review"]["nothing_to_do"] and again["categories"] == result["categories"]
 
     # the matrix command over the same batch, without an engine
@@ -82,3 +84,43 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     assert ran.exit_code == 0, ran.output
     data = json.loads(out.read_text())
     assert "cuad-e2e" in json.dumps(data) and len(json.dumps(data)) > 1000
+
+
+def test_eval_cuad_in_candidates_mode_cites_only_what_retrieval_proposed(tmp_path, tiny_model, engine):
+    """The candidate review end to end: one short prompt per clause type (fewer where retrieval found nothing),
+    stored as found / not found like the whole-contract review, scored beside the baseline; every citation is a
+    stored sentence on its page and one of the candidates retrieval proposed for that clause type."""
+    from pipeline.quality.cuad_eval import run_cuad_eval
+    from pipeline.reports.portfolio import build_matrix
+    from pipeline.review.candidates import propose
+    from pipeline.review.playbooks import load_playbook
+    from storage import repo
+    from storage.db import open_database
+
+    settings = make_settings(tmp_path / "home", model=tiny_model, **TINY_OVERRIDES)
+    factory = open_database(settings.db_url)
+    result = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cand",
+                           mode="candidates")
+    assert result["mode"] == "candidates (k=5)" and result["contracts"] == 2 and len(result["categories"]) == 41
+    assert not result["review"]["failed"], result["review"]["failed"]
+    # at most one prompt per clause type and contract; a retry asks its contract's types again
+    assert 2 <= result["review"]["prompts"] <= 41 * (2 + result["review"]["retries"])
+    assert SCORE_KEYS - {"support"} <= set(result["micro"]) and "f1" in result["baseline"]["micro"]
+
+    book = load_playbook("cuad").with_mode("candidates")
+    with factory() as s:
+        m = build_matrix(s, batch="cand", playbook=book)
+        assert {c.status for r in m.rows for c in r.cells.values()} <= {"found", "not_found"}
+        cited = 0
+        for row in m.rows:
+            stored = repo.sentences_of(s, row.document_id)
+            for cid, cell in row.cells.items():
+                proposed = {f"S{stored[i].ordinal}" for i in propose(book.clause(cid), [x.text for x in stored], 5)}
+                assert {c.sentence_id for c in cell.citations} <= proposed, cid
+                cited += len(cell.citations)
+    assert cited >= 1 and assert_matrix_citations_are_stored_sentences(factory, m) == cited
+    # the candidate review is stored under its own key: a whole-contract review of the playbook is another one
+    with factory() as s:
+        for row in m.rows:
+            assert repo.summary_for(s, row.document_id, "v1/cuad@1+c5") is not None
+            assert repo.summary_for(s, row.document_id, "v1/cuad@1") is None

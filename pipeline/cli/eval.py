@@ -27,6 +27,11 @@ def cuad(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N contracts of the CSV."),
     playbook: str = typer.Option("cuad", "--playbook", help="Playbook whose clause types map to CUAD categories."),
     model: Path | None = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
+    mode: str | None = typer.Option(
+        None, "--mode", help="Review mode: whole (one prompt per chunk asks every type), candidates (retrieval proposes "
+        "sentences per type, the model judges and cites among them) or gated (candidates, asking only types whose "
+        "keyword rule matched). Default: the playbook's review_mode.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Ingest the contracts, review them with the playbook and score presence, evidence and answers
@@ -35,11 +40,11 @@ def cuad(
 
     settings = settings_from(ctx, model=model)
     factory = open_db(settings)
-    result = run_cuad_eval(factory, settings, folder, limit=limit, playbook=playbook)
+    result = run_cuad_eval(factory, settings, folder, limit=limit, playbook=playbook, mode=mode)
     if as_json:
         print_json(result)
         return
-    table = Table(title=f"CUAD: {result['contracts']} contracts, playbook {result['playbook']}, model {result['model']}")
+    table = Table(title=f"CUAD: {result['contracts']} contracts, playbook {result['playbook']} ({result['mode']}), model {result['model']}")
     for col in ("category", "support", "P", "R", "F1", "ev. R", "ev. P", "baseline F1"):
         table.add_column(col, justify="left" if col == "category" else "right")
     base = result["baseline"]["categories"]

@@ -52,8 +52,10 @@ def run_cuad_eval(
     playbook: Playbook | str | None = "cuad",
     engine=None,
     batch_name: str | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest, review and score the contracts of ``folder``; the JSON object ``eval cuad --json`` prints."""
+    """Ingest, review and score the contracts of ``folder``; the JSON object ``eval cuad --json`` prints.
+    ``mode`` ("whole" | "candidates") overrides the playbook's ``review_mode``."""
     from pipeline.batch import Chunker, default_batch_name, ingest_paths
     from pipeline.ingest.ingest import display_name
     from pipeline.quality.baseline import baseline_predictions
@@ -63,7 +65,7 @@ def run_cuad_eval(
     from storage import repo
 
     t0 = time.perf_counter()
-    book = playbook_for(settings, playbook)
+    book = playbook_for(settings, playbook).with_mode(mode)
     if not any(c.cuad_category for c in book.clauses):
         raise ConfigError(f"playbook {book.name} maps no clause type to a CUAD category", hint="use --playbook cuad")
     contracts = load_cuad(Path(folder), limit=limit)
@@ -96,6 +98,7 @@ def run_cuad_eval(
         "baseline": base_score.to_json_dict(),
         "model": model_dir.name,
         "playbook": f"{book.name}@{book.version}",
+        "mode": book.mode_name,
         "seconds": round(time.perf_counter() - t0, 2),
         "batch": batch,
         "files": {"ingested": len(doc_of), "failed": [f"{f.source}: {f.reason}" for f in ingested.files if f.document_id is None]},

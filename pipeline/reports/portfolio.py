@@ -37,7 +37,8 @@ def build_matrix(session: Session, *, batch: str | None, playbook: Playbook, pro
     columns = [MatrixColumn(id=c.id, label=c.label, kind=c.kind, cuad_category=c.cuad_category) for c in playbook.clauses]
     rows: list[MatrixRow] = []
     for doc in repo.documents(session, batch_id=batch_id, statuses=("ok", "needs_ocr")):
-        summary = repo.summary_for_playbook(session, doc.id, playbook.name, playbook.version)
+        # This review (the playbook in its own review mode) first, else the latest with the playbook.
+        summary = repo.summary_for(session, doc.id, key) or repo.summary_for_playbook(session, doc.id, playbook.name, playbook.version)
         if summary is None:
             status = "failed" if doc.status == "ok" and repo.failed_job(session, doc.id, key) is not None else "not_asked"
             cells = {c.id: MatrixCell(status=status) for c in playbook.clauses}

@@ -21,6 +21,7 @@ from pipeline.errors import PromptError
 Kind = Literal["yes_no", "date", "party", "duration", "place", "text"]
 KINDS: tuple[str, ...] = ("yes_no", "date", "party", "duration", "place", "text")
 DEFAULT_PLAYBOOK = "default"
+REVIEW_MODES: tuple[str, ...] = ("whole", "candidates", "gated")
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 CLAUSE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -69,6 +70,14 @@ class Playbook(BaseModel):
     # "ids": list only the ids in the prompt (the default playbook: prompt v1 byte for byte);
     # "questions": one line per clause type with its question and answer kind.
     prompt_style: Literal["ids", "questions"] = "questions"
+    # "whole": one structured prompt per chunk asks every clause type (prompt v1);
+    # "candidates": retrieval proposes candidates_k sentences per clause type and the model judges and
+    # cites among them, one short prompt per clause type (pipeline.review.candidates).
+    review_mode: Literal["whole", "candidates"] = "whole"
+    candidates_k: int = Field(default=5, ge=1, le=20)
+    # Candidate review only: a clause type whose CUAD category has a keyword rule is asked only when
+    # the rule matches a sentence (else not_found without a prompt): the model confirms keyword hits.
+    rule_gate: bool = False
     clauses: list[PlaybookClause] = Field(alias="clause", min_length=1, max_length=100)
 
     @field_validator("name")
@@ -105,12 +114,32 @@ class Playbook(BaseModel):
     def review_key(self, prompt_version: str) -> str:
         """The namespace jobs and summaries are stored under: the prompt version alone for the
         default playbook (so existing summaries stay valid), else prompt version + playbook."""
-        if self.name == DEFAULT_PLAYBOOK and self.version == "1":
+        if self.name == DEFAULT_PLAYBOOK and self.version == "1" and self.review_mode == "whole":
             return prompt_version
         key = f"{prompt_version}/{self.name}@{self.version}"
+        if self.review_mode == "candidates":  # a different review: its own jobs and summaries
+            key += f"+c{self.candidates_k}" + ("g" if self.rule_gate else "")
         if len(key) > 32:  # the column is 32 wide; the playbook is also stored in its own columns
             key = f"{prompt_version}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"[:32]
         return key
+
+    def with_mode(self, mode: str | None) -> Playbook:
+        """This playbook reviewed in ``mode`` ("whole" | "candidates" | "gated" = candidates with
+        ``rule_gate``; None: as the file says)."""
+        if mode is None:
+            return self
+        if mode not in REVIEW_MODES:
+            raise PromptError(f"unknown review mode {mode!r}", hint=", ".join(REVIEW_MODES))
+        if mode == "gated":
+            return self.model_copy(update={"review_mode": "candidates", "rule_gate": True})
+        return self.model_copy(update={"review_mode": mode, "rule_gate": False if mode == "candidates" else self.rule_gate})
+
+    @property
+    def mode_name(self) -> str:
+        """The review mode as ``eval cuad`` reports it."""
+        if self.review_mode == "whole":
+            return "whole"
+        return f"{'gated' if self.rule_gate else 'candidates'} (k={self.candidates_k})"
 
     def clause_block(self) -> str:
         """The clause instruction the summarize template's ``{clauses}`` slot receives."""

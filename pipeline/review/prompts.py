@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from pipeline.errors import PromptError, read_toml
 
-Kind = Literal["summarize", "reduce"]
+Kind = Literal["summarize", "reduce", "candidates"]
 
 
 class PromptTemplate(BaseModel):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.batch import Chunker, ProgressEvent, queue_document, resolve_batch
 from pipeline.errors import EngineError, OutputError, PromptError
 from pipeline.ingest.chunking import render_sentences
+from pipeline.review.candidates import BM25, candidate_schema, propose, render_item
 from pipeline.review.playbooks import Playbook, playbook_for
 from pipeline.review.prompts import PromptTemplate, Renderer, load_template
 from pipeline.review.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
@@ -25,6 +26,8 @@ from storage.models import Job
 
 # Tokens held back when packing reduce inputs by estimate; the exact count is checked later.
 REDUCE_MARGIN = 32
+# Output budget of one candidate-review answer ({"found", "answer", "citations"}), doubled per retry.
+CANDIDATE_MAX_TOKENS = 96
 
 
 @dataclass
@@ -66,6 +69,17 @@ class SummarizeReport:
 
 
 @dataclass
+class _Part:
+    """One clause type's prompt of a candidate-review job."""
+
+    clause_id: str
+    token_ids: list[int]
+    allowed: set[int]
+    schema: dict[str, Any]
+    max_tokens: int
+
+
+@dataclass
 class _Prepared:
     job_id: int
     document_id: int
@@ -75,6 +89,8 @@ class _Prepared:
     max_tokens: int
     temperature: float
     seed: int
+    # Candidate review: the job's prompts, one per clause type with candidates (token_ids unused).
+    parts: list[_Part] | None = None
 
 
 def fault_point(settings: Settings, name: str) -> None:
@@ -126,6 +142,9 @@ class Summarizer:
             raise PromptError(f"the chunker was planned for {chunker.review_key}, not {self.pv}")
         self.map_tpl = load_template(settings.prompts_dir, "summarize", settings.prompt_version, playbook=self.playbook)
         self.reduce_tpl = load_template(settings.prompts_dir, "reduce", settings.prompt_version)
+        self.candidates = self.playbook.review_mode == "candidates"
+        self.cand_tpl = load_template(settings.prompts_dir, "candidates", settings.prompt_version) if self.candidates else None
+        self._retrieval: dict[int, tuple[dict[str, list[int]], dict[int, str]]] = {}
         self.renderer = Renderer(chunker.model_dir)
         self.limits = OutputLimits(
             summary_chars=settings.summary_max_chars,
@@ -186,29 +205,45 @@ class Summarizer:
     def _wave(self, engine, prepared: list[_Prepared], report: SummarizeReport) -> None:
         from pipeline.engine.engine import Request
 
-        requests = [
-            Request(
-                prompt_token_ids=p.token_ids, max_tokens=p.max_tokens, json_schema=p.schema, temperature=p.temperature,
-                seed=p.seed, repetition_penalty=self.settings.repetition_penalty,
-            )
-            for p in prepared
-        ]
+        requests: list[Request] = []
+        spans: list[tuple[int, int]] = []  # each prepared job's slice of the wave's requests
+        for p in prepared:
+            start = len(requests)
+            for ids, max_tokens, schema in (
+                [(x.token_ids, x.max_tokens, x.schema) for x in p.parts] if p.parts is not None
+                else [(p.token_ids, p.max_tokens, p.schema)]
+            ):
+                requests.append(
+                    Request(
+                        prompt_token_ids=ids, max_tokens=max_tokens, json_schema=schema, temperature=p.temperature,
+                        seed=p.seed, repetition_penalty=self.settings.repetition_penalty,
+                    )
+                )
+            spans.append((start, len(requests)))
         report.waves += 1
         self._emit(ProgressEvent("wave_start", wave=report.waves, prompts=len(requests)))
-        try:
-            completions, stats = engine.generate(
-                requests, on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t))
-            )
-        except EngineError:
-            self._tx(lambda s: repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"))
-            raise
-        report.prompts += stats.prompts
-        report.tokens_in += stats.tokens_in
-        report.tokens_out += stats.tokens_out
-        report.engine_seconds += stats.seconds
-        for p, c in zip(prepared, completions, strict=True):
+        completions: list = []
+        if requests:  # a candidate-review job whose chunk holds no candidate needs no prompt
             try:
-                result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason, clause_ids=self.playbook.ids)
+                completions, stats = engine.generate(
+                    requests, on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t))
+                )
+            except EngineError:
+                self._tx(lambda s: repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"))
+                raise
+            report.prompts += stats.prompts
+            report.tokens_in += stats.tokens_in
+            report.tokens_out += stats.tokens_out
+            report.engine_seconds += stats.seconds
+        for p, (start, end) in zip(prepared, spans, strict=True):
+            mine = completions[start:end]
+            try:
+                if p.parts is not None:
+                    c = _Joined("\n".join(x.text for x in mine))
+                    result = self._candidate_result(p, mine)
+                else:
+                    (c,) = mine
+                    result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason, clause_ids=self.playbook.ids)
             except OutputError as exc:
                 error, raw = exc.message, printable(c.text)
                 final = self._tx(
@@ -224,6 +259,27 @@ class Summarizer:
                 report.summarized.append(done)
                 self._emit(ProgressEvent("document_done", document_id=done))
         self._emit(ProgressEvent("wave_end", wave=report.waves, tokens_out=report.tokens_out))
+
+    def _candidate_result(self, p: _Prepared, completions: list) -> ContractSummary:
+        """One chunk's candidate-review answers as one result: a clause type is found when the model
+        said so, citing the candidates it chose; a clause type it said no to is left out (not found)."""
+        from pipeline.review.candidates import parse_candidate
+        from pipeline.review.schema import ClauseFinding
+
+        clauses = []
+        for part, c in zip(p.parts or [], completions, strict=True):
+            answer = parse_candidate(c.text, part.allowed, finish_reason=c.finish_reason)
+            if not answer.found:
+                continue
+            clause = self.playbook.clause(part.clause_id)
+            text = "yes" if clause.kind == "yes_no" else _value(answer.answer)
+            clauses.append(
+                ClauseFinding(
+                    type=clause.id, finding=f"{clause.label}: {text or 'found'}"[: self.limits.finding_chars],
+                    answer=text if self.playbook.has_answers else None, citations=list(dict.fromkeys(answer.citations)),
+                )
+            )
+        return ContractSummary(summary=_candidate_summary(len(clauses), len(self.playbook.clauses)), clauses=clauses)
 
     def _complete(self, s: Session, p: _Prepared, text: str, result: ContractSummary, report: SummarizeReport) -> int | None:
         """Mark the job done with its result and, if it finishes its document, write the summary —
@@ -248,12 +304,15 @@ class Summarizer:
     def _prepare(self, s: Session, jobs: list[Job]) -> tuple[list[_Prepared], list[tuple[int, str]]]:
         rejected: list[tuple[int, str]] = []
         rendered: list[tuple[Job, PromptTemplate, str, set[int]]] = []
+        asked: list[tuple[Job, list[tuple[str, set[int], str]]]] = []  # candidate review: per job, per clause type
         for job in jobs:
             if job.interruptions >= self.settings.max_interruptions:
                 rejected.append((job.id, f"gave up: its engine died or its worker was killed {job.interruptions} times while it ran"))
                 continue
             try:
-                if job.kind == "map":
+                if job.kind == "map" and self.candidates:
+                    asked.append((job, self._candidate_items(s, job)))
+                elif job.kind == "map":
                     data, allowed = self._map_data(s, job)
                     rendered.append((job, self.map_tpl, data, allowed))
                 else:
@@ -262,9 +321,29 @@ class Summarizer:
             except PromptError as exc:
                 rejected.append((job.id, exc.message))
         # One batch encode for the whole wave (the largest cost of preparing it).
-        all_ids = self.renderer.token_ids_many([(tpl, data) for _, tpl, data, _ in rendered]) if rendered else []
+        items = [(tpl, data) for _, tpl, data, _ in rendered]
+        if asked:
+            assert self.cand_tpl is not None  # set whenever the playbook's review mode is candidates
+            items += [(self.cand_tpl, d) for _, parts in asked for _, _, d in parts]
+        all_ids = self.renderer.token_ids_many(items) if items else []
         out: list[_Prepared] = []
-        for (job, _, _, allowed), ids in zip(rendered, all_ids, strict=True):
+        cand_ids = iter(all_ids[len(rendered):])
+        for job, parts in asked:
+            attempt = max(job.attempts, 1)
+            prepared_parts = []
+            for (clause_id, allowed, _), ids in zip(parts, cand_ids, strict=False):  # cand_ids runs on over the later jobs' parts
+                clause = self.playbook.clause(clause_id)
+                prepared_parts.append(
+                    _Part(clause_id=clause_id, token_ids=ids, allowed=allowed, schema=candidate_schema(sorted(allowed), clause),
+                          max_tokens=max(16, min(CANDIDATE_MAX_TOKENS * attempt, self.context - len(ids))))
+                )
+            out.append(
+                _Prepared(
+                    job_id=job.id, document_id=job.document_id, token_ids=[], allowed=set(), schema={}, max_tokens=0,
+                    temperature=0.0 if attempt == 1 else 0.3, seed=self.settings.seed + attempt, parts=prepared_parts,
+                )
+            )
+        for (job, _, _, allowed), ids in zip(rendered, all_ids, strict=False):  # candidate ids follow
             room = self.context - len(ids)
             if room < 16:
                 rejected.append((job.id, f"prompt of {len(ids)} tokens leaves no room to answer in {self.context}"))
@@ -285,6 +364,29 @@ class Summarizer:
                 )
             )
         return out, rejected
+
+    def _candidate_items(self, s: Session, job: Job) -> list[tuple[str, set[int], str]]:
+        """(clause id, candidate ordinals, prompt data) for each clause type retrieval proposes
+        candidates for inside this job's chunk. Retrieval runs over the whole document, once."""
+        if job.document_id not in self._retrieval:
+            rows = repo.sentences_of(s, job.document_id)
+            texts = [x.text for x in rows]
+            bm25 = BM25(texts)
+            proposed = {
+                c.id: [rows[i].ordinal for i in propose(c, texts, self.playbook.candidates_k, bm25=bm25, rule_gate=self.playbook.rule_gate)]
+                for c in self.playbook.clauses
+            }
+            if len(self._retrieval) >= 256:
+                self._retrieval.clear()
+            self._retrieval[job.document_id] = (proposed, {x.ordinal: x.text for x in rows})
+        proposed, text_of = self._retrieval[job.document_id]
+        chunk = repo.get_chunk(s, job.chunk_id)
+        out = []
+        for c in self.playbook.clauses:
+            mine = [o for o in proposed[c.id] if chunk.first_sentence <= o <= chunk.last_sentence]
+            if mine:
+                out.append((c.id, set(mine), render_item(c, [(o, text_of[o]) for o in sorted(mine)])))
+        return out
 
     def _map_data(self, s: Session, job: Job) -> tuple[str, set[int]]:
         chunk = repo.get_chunk(s, job.chunk_id)
@@ -316,7 +418,10 @@ class Summarizer:
 
     # -- reduce planning --------------------------------------------------------------------
     def _plan_reductions(self, s: Session, doc_ids: Sequence[int]) -> None:
-        """For each document whose top level is complete with > 1 result, queue the next level."""
+        """For each document whose top level is complete with > 1 result, queue the next level.
+        (A candidate review needs no model to combine chunks: see _maybe_finish_document.)"""
+        if self.candidates:
+            return
         for doc_id in doc_ids:
             jobs = repo.jobs_for_document(s, doc_id, self.pv, self.chunker.plan)
             if not jobs or any(j.state != "done" for j in jobs):
@@ -365,6 +470,18 @@ class Summarizer:
     # -- completion -------------------------------------------------------------------------
     def _maybe_finish_document(self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport) -> int | None:
         jobs = repo.jobs_for_document(s, job.document_id, self.pv, self.chunker.plan)
+        if self.candidates:  # every chunk answered: the findings are the union of the chunks'
+            if any(j.state != "done" for j in jobs) or repo.summary_for(s, job.document_id, self.pv) is not None:
+                return None
+            parts = [ContractSummary.model_validate(j.result) for j in sorted(jobs, key=lambda j: j.ordinal)]
+            clauses = [c for part in parts for c in part.clauses]
+            found = len({c.type for c in clauses})
+            result = ContractSummary(summary=_candidate_summary(found, len(self.playbook.clauses)), clauses=clauses).merged()
+            for c in result.clauses:
+                del c.citations[self.limits.max_citations * 2 :]
+            store_summary(s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id, chunks=len(jobs),
+                          playbook=self.playbook)
+            return job.document_id
         if job.kind == "map":
             final = sum(1 for j in jobs if j.level == 0) == 1
         else:
@@ -381,6 +498,24 @@ class Summarizer:
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress:
             self.on_progress(event)
+
+
+@dataclass
+class _Joined:
+    """The raw text kept for a candidate-review job: its prompts' answers, one per line."""
+
+    text: str
+    finish_reason: str | None = None
+
+
+def _value(answer: str | None) -> str | None:
+    """A candidate answer's value for a non-yes/no kind; a bare yes/no/true/false is no value."""
+    text = (answer or "").strip()
+    return None if text.strip(".").casefold() in {"", "yes", "no", "true", "false", "none", "n/a"} else text
+
+
+def _candidate_summary(found: int, asked: int) -> str:
+    return f"Candidate review: {found} of {asked} clause types found."
 
 
 def _part_text(i: int, part: ContractSummary) -> str:
