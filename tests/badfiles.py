@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pypdf import PdfReader, PdfWriter
 
+from pipeline.quality.scans import assemble_pdf
 from pipeline.settings import REPO_ROOT
 
 CORPUS_DIR = REPO_ROOT / "examples" / "contracts"
@@ -66,18 +67,7 @@ def build_pdf(pages: list[str | None], *, image_pages: frozenset[int] = frozense
     return _assemble(objects)
 
 
-def _assemble(objects: list[bytes]) -> bytes:
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+_assemble = assemble_pdf  # the same writer the OCR scans use (pipeline/quality/scans.py)
 
 
 def text_pdf(folder: Path, pages: list[str | None], name: str = "text.pdf") -> Path:

@@ -178,12 +178,10 @@ def _store_document(s, name: str = "a.pdf"):
     return doc
 
 
-def test_found_not_found_and_not_asked_stay_apart_through_storage_exports_and_the_matrix(tmp_path, factory):
-    from pipeline.reports.export import render
-    from pipeline.reports.portfolio import build_matrix
-    from pipeline.reports.report import build_report
+def _reviewed_by_asked_seen_through_wider(tmp_path, factory):
+    """A document reviewed by playbook ``asked`` (cap, law: law found), and playbook ``wider`` =
+    asked + audit, which never asked it: found, not found and not asked in one document."""
     from pipeline.review.summarize import store_summary
-    from storage import repo
 
     asked = load_playbook(write_playbook(tmp_path / "a", "asked"))  # cap (yes_no), law (place)
     wider = load_playbook(write_playbook(tmp_path / "w", "asked", GOOD.format(name="asked") + (
@@ -195,6 +193,16 @@ def test_found_not_found_and_not_asked_stay_apart_through_storage_exports_and_th
     with factory.begin() as s:
         doc = _store_document(s)
         store_summary(s, doc.id, asked.review_key("v1"), result, engine_run_id=None, chunks=1, playbook=asked)
+    return asked, wider, doc
+
+
+def test_found_not_found_and_not_asked_stay_apart_through_storage_exports_and_the_matrix(tmp_path, factory):
+    from pipeline.reports.export import render
+    from pipeline.reports.portfolio import build_matrix
+    from pipeline.reports.report import build_report
+    from storage import repo
+
+    asked, wider, doc = _reviewed_by_asked_seen_through_wider(tmp_path, factory)
     with factory() as s:
         rows = {c.type: c for c in repo.clauses_of(s, repo.summary_for(s, doc.id, "v1/asked@2").id)}
         assert {t: (r.status, r.answer, r.playbook, r.playbook_version) for t, r in rows.items()} == {
@@ -272,18 +280,8 @@ def test_the_matrix_renderings_keep_found_not_found_and_not_asked_apart(tmp_path
     """The same three states through the matrix files (renderers: pipeline/reports/matrix.py)."""
     from pipeline.reports.matrix import to_csv, to_html, to_json
     from pipeline.reports.portfolio import build_matrix, write_matrix
-    from pipeline.review.summarize import store_summary
 
-    asked = load_playbook(write_playbook(tmp_path / "a", "asked"))
-    wider = load_playbook(write_playbook(tmp_path / "w", "asked", GOOD.format(name="asked") + (
-        '[[clause]]\nid = "audit"\nlabel = "Audit rights"\nkind = "yes_no"\nquestion = "Audit?"\n')))
-    result = ContractSummary.model_validate(
-        {"summary": "s", "parties": [], "dates": [],
-         "clauses": [{"type": "law", "finding": "Delaware law.", "answer": "Delaware", "citations": ["S2"]}]}
-    )
-    with factory.begin() as s:
-        doc = _store_document(s)
-        store_summary(s, doc.id, asked.review_key("v1"), result, engine_run_id=None, chunks=1, playbook=asked)
+    asked, wider, doc = _reviewed_by_asked_seen_through_wider(tmp_path, factory)
     with factory() as s:
         m = build_matrix(s, batch="b1", playbook=wider)
     (row,) = csv.DictReader(io.StringIO(to_csv(m)))

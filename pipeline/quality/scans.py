@@ -132,7 +132,14 @@ def image_pdf(images: Sequence[Image.Image], path: Path, *, dpi: int, encoding: 
         )
     objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>".encode()
-    out = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
+    path = Path(path)
+    path.write_bytes(assemble_pdf(objects, version="1.5"))
+    return path
+
+
+def assemble_pdf(objects: list[bytes], *, version: str = "1.4") -> bytes:
+    """A PDF file of numbered ``objects`` (object 1 the catalog), with a correct xref table."""
+    out = bytearray(b"%%PDF-%s\n%%\xe2\xe3\xcf\xd3\n" % version.encode())
     offsets = []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
@@ -141,9 +148,7 @@ def image_pdf(images: Sequence[Image.Image], path: Path, *, dpi: int, encoding: 
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path = Path(path)
-    path.write_bytes(bytes(out))
-    return path
+    return bytes(out)
 
 
 def scanned_copy(pdf: Path, path: Path, *, dpi: int, pages: Sequence[int] | None = None, encoding: str = "flate") -> Path:
