@@ -276,6 +276,20 @@ def test_section_numbers_split_off_their_lines_trigger_the_one_column_reading_un
     assert ocr.choose_reading(split, None).text == ocr.parse_tsv(split).text
 
 
+def test_line_slope_tells_a_crooked_page_from_a_straight_one():
+    head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+
+    def page(rise: int) -> str:  # two lines of four words 600 px apart, the last word ``rise`` px lower
+        rows = [f"5\t1\t1\t1\t{ln}\t{i}\t{200 + 200 * i}\t{100 * ln + rise * i // 3}\t150\t30\t95\tword"
+                for ln in (1, 2) for i in range(4)]
+        return "\n".join([head, *rows])
+
+    assert ocr.line_slope(page(0)) == 0.0
+    assert abs(ocr.line_slope(page(21)) - 21 / 600) < 1e-9  # 2 degrees: not retried in one-column mode
+    assert abs(ocr.line_slope(page(21))) > ocr.MAX_RETRY_SLOPE > abs(ocr.line_slope(page(3)))
+    assert ocr.line_slope(head) == 0.0
+
+
 def test_ocr_languages_must_be_a_tesseract_language_list(tmp_path):
     from pipeline.errors import ConfigError
 
