@@ -250,6 +250,46 @@ def test_tsv_words_come_back_as_lines_and_paragraphs_with_a_length_weighted_conf
     assert ocr.parse_tsv(head).confidence is None
 
 
+def _tsv(*words: tuple[int, int, int, str]) -> str:
+    """Tesseract TSV with one word row per (block, paragraph, line, text)."""
+    head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+    rows = [f"5\t1\t{b}\t{p}\t{ln}\t{i}\t0\t0\t1\t1\t95\t{w}" for i, (b, p, ln, w) in enumerate(words, 1)]
+    return "\n".join([head, *rows])
+
+
+def test_section_numbers_split_off_their_lines_trigger_the_one_column_reading_unless_it_lost_text():
+    # Mode 3 on a page with hanging numbers: "2.10." and "2.11." alone in blocks of their own.
+    split = _tsv((1, 1, 1, "2.10."), (2, 1, 1, "2.11."), (3, 1, 1, '"Content"'), (3, 1, 1, "means"),
+                 (4, 1, 1, '"Cover"'), (4, 1, 1, "means"))
+    assert ocr.detached_enumerators(split) == 2
+    # Numbers on their lines, a heading "1. Scope" of two words, a lone word: nothing detached.
+    whole = _tsv((1, 1, 1, "2.10."), (1, 1, 1, '"Content"'), (1, 1, 1, "means"), (2, 1, 1, "1."),
+                 (2, 1, 1, "Scope"), (3, 1, 1, "Signature"), (4, 1, 1, "(a)b"))
+    assert ocr.detached_enumerators(whole) == 0
+    assert ocr.detached_enumerators(_tsv((1, 1, 1, "(3)"), (2, 1, 1, "4)"), (3, 1, 1, "1.2"))) == 3
+    one_column = _tsv((1, 1, 1, "2.10."), (1, 1, 1, '"Content"'), (1, 1, 1, "means"), (1, 1, 2, "2.11."),
+                      (1, 1, 2, '"Cover"'), (1, 1, 2, "means"))
+    assert ocr.choose_reading(split, one_column).text == '2.10. "Content" means\n2.11. "Cover" means'
+    # A one-column reading that dropped text (as mode 4 does on a crooked page) is not taken.
+    lossy = _tsv((1, 1, 1, "2.10."), (1, 1, 1, '"Content"'), (1, 1, 1, "means"))
+    assert ocr.choose_reading(split, lossy).text == ocr.parse_tsv(split).text
+    assert ocr.choose_reading(split, None).text == ocr.parse_tsv(split).text
+
+
+def test_line_slope_tells_a_crooked_page_from_a_straight_one():
+    head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+
+    def page(rise: int) -> str:  # two lines of four words 600 px apart, the last word ``rise`` px lower
+        rows = [f"5\t1\t1\t1\t{ln}\t{i}\t{200 + 200 * i}\t{100 * ln + rise * i // 3}\t150\t30\t95\tword"
+                for ln in (1, 2) for i in range(4)]
+        return "\n".join([head, *rows])
+
+    assert ocr.line_slope(page(0)) == 0.0
+    assert abs(ocr.line_slope(page(21)) - 21 / 600) < 1e-9  # 2 degrees: not retried in one-column mode
+    assert abs(ocr.line_slope(page(21))) > ocr.MAX_RETRY_SLOPE > abs(ocr.line_slope(page(3)))
+    assert ocr.line_slope(head) == 0.0
+
+
 def test_ocr_languages_must_be_a_tesseract_language_list(tmp_path):
     from pipeline.errors import ConfigError
 

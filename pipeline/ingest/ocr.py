@@ -32,6 +32,15 @@ ENGINE = "tesseract"
 # keeps a hanging section number ("5.2.") with its line on straight pages, but on a page fed 2
 # degrees crooked it lost up to 60% of the characters where mode 3 lost 2% (bench/ocr.py, docs/performance.md).
 PAGE_SEGMENTATION = "3"
+# ... except that mode 3 splits a column of hanging section numbers off into blocks of their own
+# (read out of place, narrow ones dropped): a page where that happened is read again in mode 4 and
+# that reading kept when it has at least 99% of mode 3's characters (``read_image``).
+RETRY_SEGMENTATION = "4"
+RETRY_KEEPS = 0.99
+# Mode 4 assumes level lines: on a page 2 degrees crooked it keeps the characters but joins pieces
+# of neighbouring lines (57-75% CER on such pages), so it is not tried past ~0.5 degrees of slope.
+MAX_RETRY_SLOPE = 0.009
+_ENUMERATOR = re.compile(r"\(?\d{1,3}(?:\.\d{1,3})*[.)]?")
 MODES = ("auto", "off", "force")
 _LANGUAGES = re.compile(r"^[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)*$")
 
@@ -137,16 +146,30 @@ def render(pdf, index: int, dpi: int):
 
 
 def read_image(image, *, languages: str, dpi: int, binary: str = ENGINE) -> OcrPage | str:
-    """Tesseract's text and confidence for one PIL image, or a reason string."""
+    """Tesseract's text and confidence for one PIL image, or a reason string.
+
+    Read with ``PAGE_SEGMENTATION`` (3); when that reading shows hanging section numbers split off
+    their lines (``detached_enumerators``), the page is read again with ``RETRY_SEGMENTATION`` (4,
+    one column) and the second reading is kept unless it lost text (``choose_reading``)."""
     path = shutil.which(binary)
     if path is None:
         return "the OCR engine is not installed (tesseract not found on PATH)"
     buf = BytesIO()
     image.convert("L").save(buf, "PPM")  # raw PGM: no compression cost on either side of the pipe
+    pgm = buf.getvalue()
+    first = _tesseract(path, pgm, languages=languages, dpi=dpi, psm=PAGE_SEGMENTATION)
+    if not first.startswith("level\t") or detached_enumerators(first) == 0 or abs(line_slope(first)) > MAX_RETRY_SLOPE:
+        return parse_tsv(first) if first.startswith("level\t") else first
+    second = _tesseract(path, pgm, languages=languages, dpi=dpi, psm=RETRY_SEGMENTATION)
+    return choose_reading(first, second if second.startswith("level\t") else None)
+
+
+def _tesseract(path: str, pgm: bytes, *, languages: str, dpi: int, psm: str) -> str:
+    """Tesseract's TSV (starts with its ``level`` header) or a reason string."""
     try:
         proc = subprocess.run(
-            [path, "stdin", "stdout", "-l", languages, "--dpi", str(dpi), "--psm", PAGE_SEGMENTATION, "tsv"],
-            input=buf.getvalue(), capture_output=True, env=_env(), preexec_fn=_die_with_parent,
+            [path, "stdin", "stdout", "-l", languages, "--dpi", str(dpi), "--psm", psm, "tsv"],
+            input=pgm, capture_output=True, env=_env(), preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         return f"the OCR engine could not be started ({exc.strerror or exc})"
@@ -155,7 +178,57 @@ def read_image(image, *, languages: str, dpi: int, binary: str = ENGINE) -> OcrP
         if proc.returncode < 0:
             detail = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if -proc.returncode == 9 else "")
         return f"the OCR engine failed ({detail or f'exit code {proc.returncode}'})"
-    return parse_tsv(proc.stdout.decode("utf-8", "replace"))
+    out = proc.stdout.decode("utf-8", "replace")
+    return out if out.startswith("level\t") else "level\t" + out  # an empty page: header only, or nothing
+
+
+def detached_enumerators(tsv: str) -> int:
+    """Blocks of Tesseract's layout that hold nothing but one section number ("2.10.", "3)", "(4)").
+
+    In automatic mode Tesseract takes a column of hanging section numbers for a layout column of
+    its own: each number becomes a block, read before or after all the text (and narrow ones like
+    "2.1." are often dropped), so numbers leave the lines they belong to."""
+    blocks: dict[tuple[str, str], list[str]] = {}
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5" or not (word := "\t".join(cols[11:]).strip()):
+            continue
+        blocks.setdefault((cols[1], cols[2]), []).append(word)
+    return sum(1 for words in blocks.values() if len(words) == 1 and _ENUMERATOR.fullmatch(words[0]))
+
+
+def line_slope(tsv: str) -> float:
+    """The page's text-line slope (rise over run, median over lines of 3+ words): the bottom edge of
+    a line's last word against its first word's. 0.0 when no line is long enough to tell."""
+    lines: dict[tuple[str, str, str, str], list[tuple[int, int]]] = {}
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5" or not "\t".join(cols[11:]).strip():
+            continue
+        try:
+            left, bottom = int(cols[6]), int(cols[7]) + int(cols[9])
+        except ValueError:
+            continue
+        lines.setdefault((cols[1], cols[2], cols[3], cols[4]), []).append((left, bottom))
+    slopes = sorted((ws[-1][1] - ws[0][1]) / (ws[-1][0] - ws[0][0])
+                    for ws in lines.values() if len(ws) >= 3 and ws[-1][0] - ws[0][0] >= 200)
+    return slopes[len(slopes) // 2] if slopes else 0.0
+
+
+def choose_reading(first: str, second: str | None) -> OcrPage:
+    """The retry (one-column) reading when it kept at least ``RETRY_KEEPS`` of the first one's
+    characters, else the first: on a crooked page one-column mode loses whole stretches of text."""
+    a = parse_tsv(first)
+    if second is None:
+        return a
+    b = parse_tsv(second)
+    if _chars(b.text) >= RETRY_KEEPS * _chars(a.text):
+        return b
+    return a
+
+
+def _chars(text: str) -> int:
+    return sum(1 for ch in text if not ch.isspace())
 
 
 def parse_tsv(tsv: str) -> OcrPage:
