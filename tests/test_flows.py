@@ -322,7 +322,7 @@ def test_hostile_batch_and_file_names_show_verbatim_in_the_real_report_artifact(
     batch = f"Q4 {HOSTILE}"
     with local_run(plain_settings):
         state = summarize_batch(batch=batch, paths=[str(bad)], return_state=True)
-    assert state.is_failed() and bad.name in state.message, state.message
+    assert state.is_completed() and bad.name in state.message, state.message  # an unreadable file: Completed, named
     artifact = _artifacts(_run(state).id)["markdown"]
     page = _rendered(artifact.data)
     assert page["tags"] <= SAFE_TAGS, page["tags"] - SAFE_TAGS
