@@ -51,8 +51,13 @@ def format_table(rows: list[Row]) -> str:
     head = ("name", "ours", "baseline", "unit", "ratio", "goal", "met?")
     body = [
         (
-            r.name, _fmt(r.ours), _fmt(r.baseline), r.unit, "-" if r.ratio is None else f"{r.ratio:.3f}",
-            r.goal or "-", "-" if r.met is None else ("yes" if r.met else "NO"),
+            r.name,
+            _fmt(r.ours),
+            _fmt(r.baseline),
+            r.unit,
+            "-" if r.ratio is None else f"{r.ratio:.3f}",
+            r.goal or "-",
+            "-" if r.met is None else ("yes" if r.met else "NO"),
         )
         for r in rows
     ]

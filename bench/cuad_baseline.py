@@ -80,27 +80,37 @@ def main(argv: list[str] | None = None) -> int:
     t_base = time.perf_counter() - t1
     floor = score(contracts, all_present(contracts)).to_json_dict()
     result = {
-        "dir": str(args.dir), "contracts": len(contracts), "problems": problems,
-        "sentences": sum(len(v) for v in sentences.values()), "findability": _findability(contracts, sentences),
+        "dir": str(args.dir),
+        "contracts": len(contracts),
+        "problems": problems,
+        "sentences": sum(len(v) for v in sentences.values()),
+        "findability": _findability(contracts, sentences),
         "seconds": {"ingest": round(t_ingest, 2), "baseline_and_score": round(t_base, 2)},
-        "baseline": base, "all_present": {"micro": floor["micro"], "macro": floor["macro"]},
+        "baseline": base,
+        "all_present": {"micro": floor["micro"], "macro": floor["macro"]},
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{len(contracts)} contracts, {result['sentences']} sentences, findability {result['findability']:.3f}, "
-          f"ingest {t_ingest:.1f}s, baseline+score {t_base:.2f}s")
+    print(
+        f"{len(contracts)} contracts, {result['sentences']} sentences, findability {result['findability']:.3f}, "
+        f"ingest {t_ingest:.1f}s, baseline+score {t_base:.2f}s"
+    )
     for p in problems:
         print("problem:", p)
     print(f"\n{'category':36} {'sup':>4} {'P':>5} {'R':>5} {'F1':>5} {'evR':>5} {'evP':>5} {'ans':>5}")
     for name, c in base["categories"].items():
-        print(f"{name[:36]:36} {c['support']:4d} {_fmt(c['precision'])} {_fmt(c['recall'])} {_fmt(c['f1'])} "
-              f"{_fmt(c['evidence_recall'])} {_fmt(c['evidence_precision'])} {_fmt(c.get('answer_accuracy'))}")
+        print(
+            f"{name[:36]:36} {c['support']:4d} {_fmt(c['precision'])} {_fmt(c['recall'])} {_fmt(c['f1'])} "
+            f"{_fmt(c['evidence_recall'])} {_fmt(c['evidence_precision'])} {_fmt(c.get('answer_accuracy'))}"
+        )
     for label, s in (("baseline", base), ("all present", floor)):
         for avg in ("micro", "macro"):
             a = s[avg]
-            print(f"{label + ' ' + avg:36} {a['support']:4d} {_fmt(a['precision'])} {_fmt(a['recall'])} {_fmt(a['f1'])} "
-                  f"{_fmt(a['evidence_recall'])} {_fmt(a['evidence_precision'])} {_fmt(a.get('answer_accuracy'))}")
+            print(
+                f"{label + ' ' + avg:36} {a['support']:4d} {_fmt(a['precision'])} {_fmt(a['recall'])} {_fmt(a['f1'])} "
+                f"{_fmt(a['evidence_recall'])} {_fmt(a['evidence_precision'])} {_fmt(a.get('answer_accuracy'))}"
+            )
     return 0
 
 

@@ -42,20 +42,40 @@ def main(argv: list[str] | None = None) -> int:
     factory = open_database(settings.db_url)
     t0 = time.perf_counter()
     engine = Engine.from_settings(settings, args.model)
-    out: dict = {"model": args.model.name, "folder": str(args.folder), "engine_start_seconds": round(time.perf_counter() - t0, 1)}
+    out: dict = {
+        "model": args.model.name,
+        "folder": str(args.folder),
+        "engine_start_seconds": round(time.perf_counter() - t0, 1),
+    }
     try:
         stamp = time.strftime("%Y%m%d%H%M%S")
         for mode in args.modes.split(","):
-            r = run_cuad_eval(factory, settings, args.folder, limit=args.limit, playbook="cuad", engine=engine,
-                              batch_name=f"modes-{mode}-{stamp}", mode=mode)
+            r = run_cuad_eval(
+                factory,
+                settings,
+                args.folder,
+                limit=args.limit,
+                playbook="cuad",
+                engine=engine,
+                batch_name=f"modes-{mode}-{stamp}",
+                mode=mode,
+            )
             out["contracts"] = r["contracts"]
             out[mode] = {
-                "mode": r["mode"], "seconds": r["seconds"], "micro": _row(r["micro"]), "macro": _row(r["macro"]),
-                "review": {k: r["review"][k] for k in ("prompts", "tokens_in", "tokens_out", "waves", "retries", "failed")},
+                "mode": r["mode"],
+                "seconds": r["seconds"],
+                "micro": _row(r["micro"]),
+                "macro": _row(r["macro"]),
+                "review": {
+                    k: r["review"][k] for k in ("prompts", "tokens_in", "tokens_out", "waves", "retries", "failed")
+                },
                 "categories": {k: v["f1"] for k, v in r["categories"].items()},
             }
-            out["baseline"] = {"micro": _row(r["baseline"]["micro"]), "macro": _row(r["baseline"]["macro"]),
-                               "categories": {k: v["f1"] for k, v in r["baseline"]["categories"].items()}}
+            out["baseline"] = {
+                "micro": _row(r["baseline"]["micro"]),
+                "macro": _row(r["baseline"]["macro"]),
+                "categories": {k: v["f1"] for k, v in r["baseline"]["categories"].items()},
+            }
             print(json.dumps({mode: {k: out[mode][k] for k in ("seconds", "micro", "macro", "review")}}), flush=True)
     finally:
         engine.shutdown()

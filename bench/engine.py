@@ -36,7 +36,9 @@ from bench import Row, corpus_pdfs, emit, machine, settings_for, start, tiny_mod
 GOAL_RATIO = 0.97
 # The test suite's output limits for the random-weight model: short answers, citations forced.
 TINY_OVERRIDES = dict(min_clauses=2, summary_max_chars=60, finding_max_chars=40, max_output_tokens=512)
-ENGINE_KW: dict[str, Any] = dict(max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=600, cpu_kvcache_space_gib=2)
+ENGINE_KW: dict[str, Any] = dict(
+    max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=600, cpu_kvcache_space_gib=2
+)
 
 
 def _vllm_inputs(requests) -> tuple[list, list]:
@@ -187,8 +189,12 @@ def _profile_ours(engine, recorder, settings, factory, top: int = 15) -> dict[st
         if "/pipeline/" in file or "/storage/" in file:
             ours.append((round(ct, 4), nc, f"{Path(file).name}:{func}"))
     ours.sort(reverse=True)
-    return {"wall": o["wall"], "waves_seconds": o["waves_seconds"], "outside_waves": o["wall"] - o["waves_seconds"],
-            "top_cumulative_s_calls_name": ours[:top]}
+    return {
+        "wall": o["wall"],
+        "waves_seconds": o["waves_seconds"],
+        "outside_waves": o["wall"] - o["waves_seconds"],
+        "top_cumulative_s_calls_name": ours[:top],
+    }
 
 
 def _median(xs: list[float]) -> float:
@@ -237,15 +243,17 @@ def run(
             def ours(r: dict[str, Any] = r, db: Any = db) -> None:
                 r.update(_ours(engine, recorder, *db))
 
-            for step in ((ours, bare) if i % 2 == 0 else (bare, ours)):
+            for step in (ours, bare) if i % 2 == 0 else (bare, ours):
                 step()
             if r["captured"] != waves:  # Request dataclasses: token ids, schema, sampling settings
-                raise AssertionError("our run built different requests than the warm-up: the replay would not be identical")
+                raise AssertionError(
+                    "our run built different requests than the warm-up: the replay would not be identical"
+                )
             _prepare_run(engine.llm)
             r["naive_wall"], r["naive_cpu"] = naive_loop(engine.llm, waves)
             if off is not None:
                 pair = [("on", engine.llm), ("off", off.llm)]
-                for name, llm in (pair if i % 2 == 0 else pair[::-1]):
+                for name, llm in pair if i % 2 == 0 else pair[::-1]:
                     _prepare_run(llm)
                     r[f"{name}_wall"], r[f"{name}_cpu"], _, _ = bare_replay(llm, greedy)
             flat_o = [t for w in r.pop("texts") for t in w]
@@ -256,11 +264,15 @@ def run(
             print(
                 f"round {i + 1}: ours waves {r['waves_seconds']:.2f} s ({r['waves_cpu']:.2f} CPU), summarize "
                 f"{r['wall']:.2f} s ({r['cpu']:.2f} CPU), bare {r['bare_wall']:.2f} s ({r['bare_cpu']:.2f} CPU), naive "
-                f"{r['naive_wall']:.2f} s" + (f", prefix on/off {r['on_wall']:.2f}/{r['off_wall']:.2f} s" if off else ""),
-                file=sys.stderr, flush=True,
+                f"{r['naive_wall']:.2f} s"
+                + (f", prefix on/off {r['on_wall']:.2f}/{r['off_wall']:.2f} s" if off else ""),
+                file=sys.stderr,
+                flush=True,
             )
         if profile:
-            detail["profile"] = _profile_ours(engine, recorder, *_fresh_db(root, model, files, repeat + 1, TINY_OVERRIDES))
+            detail["profile"] = _profile_ours(
+                engine, recorder, *_fresh_db(root, model, files, repeat + 1, TINY_OVERRIDES)
+            )
     finally:
         recorder.detach()
         engine.shutdown()
@@ -285,34 +297,65 @@ def run(
     same = min(r["identical_outputs"] for r in rounds)
     rows = [
         Row(
-            "engine phase: waves vs bare (CPU s)", med("waves_cpu"), med("bare_cpu"), "CPU s", ratio("bare_cpu", "waves_cpu"),
-            f">= {GOAL_RATIO}", ratio("bare_cpu", "waves_cpu") >= GOAL_RATIO,
+            "engine phase: waves vs bare (CPU s)",
+            med("waves_cpu"),
+            med("bare_cpu"),
+            "CPU s",
+            ratio("bare_cpu", "waves_cpu"),
+            f">= {GOAL_RATIO}",
+            ratio("bare_cpu", "waves_cpu") >= GOAL_RATIO,
             note=f"identical prompts ({n_prompts} in {len(waves)} waves, retries included); ratio = bare / ours; CPU of "
             f"this process + vLLM's processes; medians of {repeat} paired rounds; outputs identical: {same:.0%}",
         ),
         Row(
-            "engine phase: waves vs bare (wall)", med("waves_seconds"), med("bare_wall"), "s",
-            ratio("bare_wall", "waves_seconds"), f">= {GOAL_RATIO}", ratio("bare_wall", "waves_seconds") >= GOAL_RATIO,
+            "engine phase: waves vs bare (wall)",
+            med("waves_seconds"),
+            med("bare_wall"),
+            "s",
+            ratio("bare_wall", "waves_seconds"),
+            f">= {GOAL_RATIO}",
+            ratio("bare_wall", "waves_seconds") >= GOAL_RATIO,
         ),
         Row(
-            "whole summarize vs bare (CPU s)", med("cpu"), med("bare_cpu"), "CPU s", ratio("bare_cpu", "cpu"),
-            f">= {GOAL_RATIO}", ratio("bare_cpu", "cpu") >= GOAL_RATIO,
+            "whole summarize vs bare (CPU s)",
+            med("cpu"),
+            med("bare_cpu"),
+            "CPU s",
+            ratio("bare_cpu", "cpu"),
+            f">= {GOAL_RATIO}",
+            ratio("bare_cpu", "cpu") >= GOAL_RATIO,
             note="ours = the whole summarize() call: queueing, prompt rendering, parsing, storing summaries/citations",
         ),
         Row(
-            "whole summarize vs bare (wall)", med("wall"), med("bare_wall"), "s", ratio("bare_wall", "wall"),
-            f">= {GOAL_RATIO}", ratio("bare_wall", "wall") >= GOAL_RATIO,
+            "whole summarize vs bare (wall)",
+            med("wall"),
+            med("bare_wall"),
+            "s",
+            ratio("bare_wall", "wall"),
+            f">= {GOAL_RATIO}",
+            ratio("bare_wall", "wall") >= GOAL_RATIO,
         ),
         Row(
-            "batched vs one call per document", med("bare_wall"), med("naive_wall"), "s", ratio("naive_wall", "bare_wall"),
-            "speed-up > 1", ratio("naive_wall", "bare_wall") > 1,
+            "batched vs one call per document",
+            med("bare_wall"),
+            med("naive_wall"),
+            "s",
+            ratio("naive_wall", "bare_wall"),
+            "speed-up > 1",
+            ratio("naive_wall", "bare_wall") > 1,
             note=f"ratio = naive s / batched s (bare generate both); CPU {ratio('naive_cpu', 'bare_cpu'):.2f}x",
         ),
     ]
     if off is not None:
         rows.append(
             Row(
-                "prefix caching on vs off", med("on_wall"), med("off_wall"), "s", ratio("off_wall", "on_wall"), "-", None,
+                "prefix caching on vs off",
+                med("on_wall"),
+                med("off_wall"),
+                "s",
+                ratio("off_wall", "on_wall"),
+                "-",
+                None,
                 note=f"ratio = off s / on s (CPU {ratio('off_cpu', 'on_cpu'):.2f}x); bare generate of the "
                 f"{sum(map(len, greedy))} first-attempt prompts on two engines, cache emptied before each run; the "
                 f"shared instruction is a small share of prompts of {statistics.median(detail['prompt_tokens']):.0f} tokens (median)",

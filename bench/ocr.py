@@ -38,9 +38,24 @@ from bench import Row, corpus_pdfs, emit, machine, start
 
 GOAL_CER_CLEAN_300 = 0.02
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"',
-                         "\u201e": '"', "\u2033": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2010": "-",
-                         "\u2011": "-", "\u00ad": None})
+_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2033": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2212": "-",
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u00ad": None,
+    }
+)
 _SPACE = re.compile(r"\s+")
 
 
@@ -116,7 +131,9 @@ def _variants() -> list[tuple[str, int, Callable, str]]:
     ]
 
 
-def run(*, pages_per_doc: int = 1, docs: int = 0, workers: int = 2, ocr_dpi: int = 300) -> tuple[list[Row], dict[str, Any]]:
+def run(
+    *, pages_per_doc: int = 1, docs: int = 0, workers: int = 2, ocr_dpi: int = 300
+) -> tuple[list[Row], dict[str, Any]]:
     from pipeline.ingest import ingest
     from pipeline.ingest.extractors import ExtractionStats, extract_all
     from pipeline.ingest.ocr import OcrConfig, engine_version, problem
@@ -161,24 +178,34 @@ def run(*, pages_per_doc: int = 1, docs: int = 0, workers: int = 2, ocr_dpi: int
                     for k in totals:
                         totals[k] += counts[k]
                     pages += 1
-                    per_page.append({
-                        "variant": name, "file": f.name, "page": i + 1, "status": ex.status,
-                        "cer": round(counts["char_errors"] / max(1, counts["chars"]), 4),
-                        "flex_cer": round(counts["flex_char_errors"] / max(1, counts["chars"]), 4),
-                        "wer": round(counts["word_errors"] / max(1, counts["words"]), 4),
-                        "confidence": page.ocr_confidence if page is not None else None,
-                        "text_source": page.text_source if page is not None else None,
-                    })
+                    per_page.append(
+                        {
+                            "variant": name,
+                            "file": f.name,
+                            "page": i + 1,
+                            "status": ex.status,
+                            "cer": round(counts["char_errors"] / max(1, counts["chars"]), 4),
+                            "flex_cer": round(counts["flex_char_errors"] / max(1, counts["chars"]), 4),
+                            "wer": round(counts["word_errors"] / max(1, counts["words"]), 4),
+                            "confidence": page.ocr_confidence if page is not None else None,
+                            "text_source": page.text_source if page is not None else None,
+                        }
+                    )
             summary[name] = {
-                "pages": pages, "scan_dpi": dpi, "encoding": encoding,
+                "pages": pages,
+                "scan_dpi": dpi,
+                "encoding": encoding,
                 "cer": totals["char_errors"] / max(1, totals["chars"]),
                 "flex_cer": totals["flex_char_errors"] / max(1, totals["chars"]),
                 "wer": totals["word_errors"] / max(1, totals["words"]),
                 **totals,
-                "cpu_s": stats.child_cpu_seconds, "wall_s": wall,
+                "cpu_s": stats.child_cpu_seconds,
+                "wall_s": wall,
                 "pages_per_cpu_s": pages / stats.child_cpu_seconds if stats.child_cpu_seconds else None,
                 "pages_per_wall_s": pages / wall,
-                "median_page_cer": sorted(p["cer"] for p in per_page if p["variant"] == name)[pages // 2] if pages else None,
+                "median_page_cer": sorted(p["cer"] for p in per_page if p["variant"] == name)[pages // 2]
+                if pages
+                else None,
             }
 
     text_core = text_pages / text_stats.child_cpu_seconds if text_stats.child_cpu_seconds else float("nan")
@@ -187,7 +214,12 @@ def run(*, pages_per_doc: int = 1, docs: int = 0, workers: int = 2, ocr_dpi: int
         goal = f"CER <= {GOAL_CER_CLEAN_300:.0%}" if name == "clean 300 dpi" else ""
         rows.append(
             Row(
-                f"OCR CER {name}", 100 * s["flex_cer"], 100 * s["cer"], "%", None, goal,
+                f"OCR CER {name}",
+                100 * s["flex_cer"],
+                100 * s["cer"],
+                "%",
+                None,
+                goal,
                 (s["flex_cer"] <= GOAL_CER_CLEAN_300) if goal else None,
                 note=f"ours = reading-order-independent CER, baseline column = plain CER (reading order counts); "
                 f"WER {100 * s['wer']:.2f}%, median page CER {100 * (s['median_page_cer'] or 0):.2f}%, "
@@ -197,7 +229,10 @@ def run(*, pages_per_doc: int = 1, docs: int = 0, workers: int = 2, ocr_dpi: int
     clean = summary["clean 300 dpi"]
     rows.append(
         Row(
-            "OCR pages/s per core (clean 300 dpi)", clean["pages_per_cpu_s"], text_core, "pages/s",
+            "OCR pages/s per core (clean 300 dpi)",
+            clean["pages_per_cpu_s"],
+            text_core,
+            "pages/s",
             clean["pages_per_cpu_s"] / text_core,
             note=f"CPU of the extraction processes + Tesseract; baseline = text-layer extraction of the same "
             f"{len(originals)} files ({text_pages} pages) in the same processes; OCR at {ocr_dpi} dpi, "
@@ -206,9 +241,16 @@ def run(*, pages_per_doc: int = 1, docs: int = 0, workers: int = 2, ocr_dpi: int
     )
     detail = {
         "machine": {**machine(), "tesseract": engine_version()},
-        "ocr_dpi": ocr_dpi, "workers": workers, "files": len(originals), "pages_per_doc": pages_per_doc,
-        "text_layer_baseline": {"pages": text_pages, "cpu_s": text_stats.child_cpu_seconds, "wall_s": text_wall,
-                                "pages_per_cpu_s": text_core},
+        "ocr_dpi": ocr_dpi,
+        "workers": workers,
+        "files": len(originals),
+        "pages_per_doc": pages_per_doc,
+        "text_layer_baseline": {
+            "pages": text_pages,
+            "cpu_s": text_stats.child_cpu_seconds,
+            "wall_s": text_wall,
+            "pages_per_cpu_s": text_core,
+        },
         "variants": summary,
         "pages": per_page,
     }

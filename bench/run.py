@@ -27,7 +27,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per measurement (best is kept)")
-    ap.add_argument("--workers", type=int, default=2, help="ingest: also measure ingest_paths(workers=N); scale: workers")
+    ap.add_argument(
+        "--workers", type=int, default=2, help="ingest: also measure ingest_paths(workers=N); scale: workers"
+    )
     ap.add_argument("--profile", action="store_true", help="ingest: add a cProfile breakdown to the details")
     ap.add_argument("--no-prefix-off", action="store_true", help="engine: skip the second (prefix caching off) engine")
     ap.add_argument("--scale-sizes", default="1000")
@@ -73,18 +75,26 @@ def main() -> None:
             from bench import scale
 
             r, d = scale.run(
-                sizes=[int(x) for x in args.scale_sizes.split(",")], dbs=args.scale_dbs.split(","),
-                workers=args.workers, style=args.scale_style, compare_workers=True, log=log,
+                sizes=[int(x) for x in args.scale_sizes.split(",")],
+                dbs=args.scale_dbs.split(","),
+                workers=args.workers,
+                style=args.scale_style,
+                compare_workers=True,
+                log=log,
             )
         rows += r
         details[part] = d
         log(f"== {part} done in {time.perf_counter() - t0:.0f} s")
         log(format_table(r))
     m = details["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, load {m['load_avg']}, python {m['python']}, pypdf {m['pypdf']}, {m['date']}")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, load {m['load_avg']}, python {m['python']}, pypdf {m['pypdf']}, {m['date']}"
+    )
     print(format_table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"rows": [r.as_dict() for r in rows], "details": details}, indent=2, default=str))
+        args.json.write_text(
+            json.dumps({"rows": [r.as_dict() for r in rows], "details": details}, indent=2, default=str)
+        )
         print(f"details: {args.json}")
 
 

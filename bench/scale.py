@@ -123,7 +123,9 @@ def one(db: str, folder: Path, count: int, *, workers: int, pg_admin: str) -> di
         sampler.start()
         start_rss = me.memory_info().rss
         w, c = time.perf_counter(), time.process_time()
-        report = ingest_paths(factory, settings, [folder], batch_name="nightly", chunker=chunker, on_file=on_file, workers=workers)
+        report = ingest_paths(
+            factory, settings, [folder], batch_name="nightly", chunker=chunker, on_file=on_file, workers=workers
+        )
         wall, cpu = time.perf_counter() - w, time.process_time() - c
         sampler.stop.set()
         sampler.join()
@@ -172,11 +174,28 @@ def pypdf_floor(folder: Path, *, sample: int = 150) -> dict[str, float]:
             page.extract_text()
             pages += 1
     cpu = time.process_time() - c
-    return {"sample_files": len(files), "sample_pages": pages, "pages_per_cpu_s": pages / cpu, "cpu_s_per_file": cpu / len(files)}
+    return {
+        "sample_files": len(files),
+        "sample_pages": pages,
+        "pages_per_cpu_s": pages / cpu,
+        "cpu_s_per_file": cpu / len(files),
+    }
 
 
 def _child(db: str, folder: Path, count: int, workers: int, pg_admin: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.scale", "--one", db, str(folder), str(count), "--workers", str(workers), "--pg-admin", pg_admin]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.scale",
+        "--one",
+        db,
+        str(folder),
+        str(count),
+        "--workers",
+        str(workers),
+        "--pg-admin",
+        pg_admin,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     if out.returncode != 0:
         raise RuntimeError(f"{db} {count}: exit {out.returncode}\n{out.stderr[-3000:]}")
@@ -193,10 +212,19 @@ def table_rows(results: list[dict[str, Any]], floor: dict[str, float], *, worker
         name = f"scale {r['db']} {r['files']:,} files (workers={r['workers']})"
         goal, met = "", None
         if r["files"] >= GOAL_FILES and r["workers"] > 1:
-            goal, met = f"{GOAL_FILES:,} in <= {GOAL_SECONDS:.0f} s", r["wall_s"] * GOAL_FILES / r["files"] <= GOAL_SECONDS
+            goal, met = (
+                f"{GOAL_FILES:,} in <= {GOAL_SECONDS:.0f} s",
+                r["wall_s"] * GOAL_FILES / r["files"] <= GOAL_SECONDS,
+            )
         rows.append(
             Row(
-                name, r["wall_s"], floor_s, "s", floor_s / r["wall_s"], goal, met,
+                name,
+                r["wall_s"],
+                floor_s,
+                "s",
+                floor_s / r["wall_s"],
+                goal,
+                met,
                 note=f"{r['pages']:,} pages, {r['contracts_per_s']} contracts/s; CPU {cpu_ms:.1f} ms/file (main "
                 f"{1000 * r['main_cpu_s'] / r['files']:.1f} + workers {1000 * r['workers_cpu_s'] / r['files']:.1f}) vs bare "
                 f"pypdf {1000 * floor['cpu_s_per_file']:.1f} ms/file = {1000 * floor['cpu_s_per_file'] / cpu_ms:.2f}; "
@@ -213,9 +241,13 @@ def table_rows(results: list[dict[str, Any]], floor: dict[str, float], *, worker
             ratio = big["rss_peak_main_sampled_mib"] / small["rss_peak_main_sampled_mib"]
             rows.append(
                 Row(
-                    f"peak RSS {db} {big['files']:,} vs {small['files']:,}", big["rss_peak_main_sampled_mib"],
+                    f"peak RSS {db} {big['files']:,} vs {small['files']:,}",
+                    big["rss_peak_main_sampled_mib"],
                     small["rss_peak_main_sampled_mib"],
-                    "MiB", ratio, f"flat (<= {FLAT_FACTOR}x)", ratio <= FLAT_FACTOR,
+                    "MiB",
+                    ratio,
+                    f"flat (<= {FLAT_FACTOR}x)",
+                    ratio <= FLAT_FACTOR,
                     note=f"main process; RSS at each tenth of the {big['files']:,} batch: {big['rss_main_at_each_tenth_mib']}",
                 )
             )
@@ -224,7 +256,13 @@ def table_rows(results: list[dict[str, Any]], floor: dict[str, float], *, worker
             proj = r["wall_s"] * GOAL_FILES / r["files"]
             rows.append(
                 Row(
-                    f"scale {db} {GOAL_FILES:,} projected", proj, None, "s", None, f"<= {GOAL_SECONDS:.0f} s", None,
+                    f"scale {db} {GOAL_FILES:,} projected",
+                    proj,
+                    None,
+                    "s",
+                    None,
+                    f"<= {GOAL_SECONDS:.0f} s",
+                    None,
                     note=f"linear from {r['files']:,} files (not measured at {GOAL_FILES:,})",
                 )
             )
@@ -259,7 +297,9 @@ def run(
                 continue
             log(f"running {db} {n} (workers={workers}) ...")
             r = _child(db, folders[n][0], n, workers, pg_admin)
-            log(f"  {r['wall_s']} s, {r['contracts_per_s']} contracts/s, peak RSS main {r['rss_peak_main_sampled_mib']} MiB")
+            log(
+                f"  {r['wall_s']} s, {r['contracts_per_s']} contracts/s, peak RSS main {r['rss_peak_main_sampled_mib']} MiB"
+            )
             results.append(r)
         if compare_workers and db == dbs[0] and workers > 1:
             n = min(sizes)
@@ -298,9 +338,16 @@ def main() -> None:
     start(args.json)
     skip = {(p.split(":")[0], int(p.split(":")[1])) for p in args.skip.split(",") if p}
     rows, detail = run(
-        sizes=[int(x) for x in args.sizes.split(",")], dbs=args.dbs.split(","), workers=args.workers, style=args.style,
-        pg_admin=args.pg_admin, compare_workers=args.compare_workers, pages_min=args.pages_min, pages_max=args.pages_max,
-        skip=skip, log=lambda m: print(m, file=sys.stderr, flush=True),
+        sizes=[int(x) for x in args.sizes.split(",")],
+        dbs=args.dbs.split(","),
+        workers=args.workers,
+        style=args.style,
+        pg_admin=args.pg_admin,
+        compare_workers=args.compare_workers,
+        pages_min=args.pages_min,
+        pages_max=args.pages_max,
+        skip=skip,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     emit(rows, detail, as_json=args.json)
 

@@ -26,81 +26,146 @@ from pathlib import Path
 FORMAT = 1  # bump when the output changes, so cached folders are rebuilt
 
 _COMPANIES = (
-    "Acme Analytics", "Borealis Systems", "Cobalt Freight", "Delta Harbor Health", "Evergreen Foods",
-    "Fulcrum Robotics", "Granite Insurance", "Helios Energy", "Ironwood Capital", "Juniper Media",
-    "Kestrel Aerospace", "Lumen Biotech", "Meridian Logistics", "Northwind Traders", "Orchid Retail",
-    "Pioneer Software", "Quartz Semiconductors", "Riverbend Hospitality", "Summit Legal Services",
-    "Tidewater Shipping", "Umbra Security", "Vantage Telecom", "Willow Pharmaceuticals", "Xenon Labs",
+    "Acme Analytics",
+    "Borealis Systems",
+    "Cobalt Freight",
+    "Delta Harbor Health",
+    "Evergreen Foods",
+    "Fulcrum Robotics",
+    "Granite Insurance",
+    "Helios Energy",
+    "Ironwood Capital",
+    "Juniper Media",
+    "Kestrel Aerospace",
+    "Lumen Biotech",
+    "Meridian Logistics",
+    "Northwind Traders",
+    "Orchid Retail",
+    "Pioneer Software",
+    "Quartz Semiconductors",
+    "Riverbend Hospitality",
+    "Summit Legal Services",
+    "Tidewater Shipping",
+    "Umbra Security",
+    "Vantage Telecom",
+    "Willow Pharmaceuticals",
+    "Xenon Labs",
 )
 _SUFFIXES = ("Inc.", "LLC", "Ltd.", "Corp.", "GmbH", "S.A.")
 _STATES = ("Delaware", "New York", "California", "Texas", "Washington", "Illinois", "Massachusetts")
 _MONTHS = (
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 _SERVICES = (
-    "cloud hosting services", "data analytics services", "software maintenance", "logistics services",
-    "marketing services", "consulting services", "payroll processing", "security monitoring",
+    "cloud hosting services",
+    "data analytics services",
+    "software maintenance",
+    "logistics services",
+    "marketing services",
+    "consulting services",
+    "payroll processing",
+    "security monitoring",
 )
 
 # (heading, sentences); {a}/{b} are the parties, the rest are filled per document.
 _CLAUSES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Definitions", (
-        "\"Agreement\" means this {kind} together with every order form and exhibit attached to it.",
-        "\"Confidential Information\" means any information disclosed by one party to the other that is marked as confidential or that a reasonable person would understand to be confidential.",
-        "\"Services\" means the {service} described in each order form signed by both parties.",
-        "\"Fees\" means the amounts payable by {b} under Section {n_pay}.",
-    )),
-    ("Services", (
-        "{a} will provide the Services to {b} in accordance with this Agreement and the applicable order form.",
-        "{a} may use subcontractors to perform the Services, provided that {a} remains responsible for their performance.",
-        "{b} will provide reasonable cooperation, information and access that {a} needs to perform the Services.",
-        "Any change to the scope of the Services must be agreed in writing by both parties.",
-    )),
-    ("Payment Terms", (
-        "{b} will pay {a} the Fees of {amount} per {period}, invoiced in advance.",
-        "Invoices are due within {days} days of the invoice date.",
-        "Late payments accrue interest at {rate}% per month or the highest rate permitted by law, whichever is lower.",
-        "All Fees are exclusive of taxes, which {b} will pay except for taxes on {a}'s net income.",
-        "{b} may dispute an invoice in good faith by written notice before its due date.",
-    )),
-    ("Confidentiality", (
-        "Each party will protect the other party's Confidential Information with at least reasonable care.",
-        "A party may disclose Confidential Information only to its employees and advisers who need to know it and are bound by obligations no less protective than this Section.",
-        "These obligations survive for {years} years after the Agreement ends.",
-        "A party may disclose Confidential Information when required by law, after giving the other party prompt notice where permitted.",
-    )),
-    ("Indemnification", (
-        "{a} will defend and indemnify {b} against any third-party claim alleging that the Services infringe that third party's intellectual property rights.",
-        "{b} will defend and indemnify {a} against any third-party claim arising from {b}'s data or its use of the Services in breach of this Agreement.",
-        "The indemnified party must give prompt notice of the claim, sole control of its defense and reasonable assistance.",
-    )),
-    ("Limitation of Liability", (
-        "Neither party will be liable for any indirect, incidental, special or consequential damages, or for lost profits or revenues.",
-        "Each party's total liability under this Agreement will not exceed the Fees paid in the {months} months before the claim arose.",
-        "These limits do not apply to a breach of Section {n_conf} or to a party's indemnification obligations.",
-    )),
-    ("Term and Termination", (
-        "This Agreement starts on {date} and continues for {years} years unless terminated earlier.",
-        "Either party may terminate this Agreement for material breach that is not cured within {days} days of written notice.",
-        "Either party may terminate this Agreement for convenience on {notice} days' written notice.",
-        "Upon termination, {b} will pay all Fees accrued through the effective date of termination.",
-    )),
-    ("Assignment", (
-        "Neither party may assign this Agreement without the other party's prior written consent, which will not be unreasonably withheld.",
-        "Either party may assign this Agreement without consent to a successor in a merger or sale of substantially all of its assets.",
-    )),
-    ("Governing Law", (
-        "This Agreement is governed by the laws of the State of {state}, without regard to its conflict of laws rules.",
-        "The state and federal courts located in {state} have exclusive jurisdiction over any dispute arising from this Agreement.",
-    )),
-    ("General", (
-        "This Agreement is the entire agreement between the parties and supersedes all prior agreements on its subject.",
-        "Notices must be in writing and are effective when delivered to the address stated in the order form.",
-        "If any provision is held unenforceable, the remaining provisions remain in full force and effect.",
-        "A waiver of any breach is not a waiver of any other breach.",
-        "Neither party is liable for delays caused by events beyond its reasonable control.",
-    )),
+    (
+        "Definitions",
+        (
+            '"Agreement" means this {kind} together with every order form and exhibit attached to it.',
+            '"Confidential Information" means any information disclosed by one party to the other that is marked as confidential or that a reasonable person would understand to be confidential.',
+            '"Services" means the {service} described in each order form signed by both parties.',
+            '"Fees" means the amounts payable by {b} under Section {n_pay}.',
+        ),
+    ),
+    (
+        "Services",
+        (
+            "{a} will provide the Services to {b} in accordance with this Agreement and the applicable order form.",
+            "{a} may use subcontractors to perform the Services, provided that {a} remains responsible for their performance.",
+            "{b} will provide reasonable cooperation, information and access that {a} needs to perform the Services.",
+            "Any change to the scope of the Services must be agreed in writing by both parties.",
+        ),
+    ),
+    (
+        "Payment Terms",
+        (
+            "{b} will pay {a} the Fees of {amount} per {period}, invoiced in advance.",
+            "Invoices are due within {days} days of the invoice date.",
+            "Late payments accrue interest at {rate}% per month or the highest rate permitted by law, whichever is lower.",
+            "All Fees are exclusive of taxes, which {b} will pay except for taxes on {a}'s net income.",
+            "{b} may dispute an invoice in good faith by written notice before its due date.",
+        ),
+    ),
+    (
+        "Confidentiality",
+        (
+            "Each party will protect the other party's Confidential Information with at least reasonable care.",
+            "A party may disclose Confidential Information only to its employees and advisers who need to know it and are bound by obligations no less protective than this Section.",
+            "These obligations survive for {years} years after the Agreement ends.",
+            "A party may disclose Confidential Information when required by law, after giving the other party prompt notice where permitted.",
+        ),
+    ),
+    (
+        "Indemnification",
+        (
+            "{a} will defend and indemnify {b} against any third-party claim alleging that the Services infringe that third party's intellectual property rights.",
+            "{b} will defend and indemnify {a} against any third-party claim arising from {b}'s data or its use of the Services in breach of this Agreement.",
+            "The indemnified party must give prompt notice of the claim, sole control of its defense and reasonable assistance.",
+        ),
+    ),
+    (
+        "Limitation of Liability",
+        (
+            "Neither party will be liable for any indirect, incidental, special or consequential damages, or for lost profits or revenues.",
+            "Each party's total liability under this Agreement will not exceed the Fees paid in the {months} months before the claim arose.",
+            "These limits do not apply to a breach of Section {n_conf} or to a party's indemnification obligations.",
+        ),
+    ),
+    (
+        "Term and Termination",
+        (
+            "This Agreement starts on {date} and continues for {years} years unless terminated earlier.",
+            "Either party may terminate this Agreement for material breach that is not cured within {days} days of written notice.",
+            "Either party may terminate this Agreement for convenience on {notice} days' written notice.",
+            "Upon termination, {b} will pay all Fees accrued through the effective date of termination.",
+        ),
+    ),
+    (
+        "Assignment",
+        (
+            "Neither party may assign this Agreement without the other party's prior written consent, which will not be unreasonably withheld.",
+            "Either party may assign this Agreement without consent to a successor in a merger or sale of substantially all of its assets.",
+        ),
+    ),
+    (
+        "Governing Law",
+        (
+            "This Agreement is governed by the laws of the State of {state}, without regard to its conflict of laws rules.",
+            "The state and federal courts located in {state} have exclusive jurisdiction over any dispute arising from this Agreement.",
+        ),
+    ),
+    (
+        "General",
+        (
+            "This Agreement is the entire agreement between the parties and supersedes all prior agreements on its subject.",
+            "Notices must be in writing and are effective when delivered to the address stated in the order form.",
+            "If any provision is held unenforceable, the remaining provisions remain in full force and effect.",
+            "A waiver of any breach is not a waiver of any other breach.",
+            "Neither party is liable for delays caused by events beyond its reasonable control.",
+        ),
+    ),
 )
 
 PAGE_W, PAGE_H = 612, 792
@@ -120,18 +185,26 @@ def contract_paragraphs(rng: random.Random, number: int, target_lines: int) -> l
         b = _party(rng)
     kind = rng.choice(("Master Services Agreement", "Cloud Services Agreement", "Professional Services Agreement"))
     fill = {
-        "a": a, "b": b, "kind": kind, "service": rng.choice(_SERVICES),
-        "amount": f"${rng.randrange(1_000, 500_000):,}", "period": rng.choice(("month", "quarter", "year")),
-        "days": rng.choice((15, 30, 45, 60)), "rate": rng.choice(("1", "1.5", "2")),
-        "years": rng.randrange(1, 6), "months": rng.choice((6, 12, 24)), "notice": rng.choice((30, 60, 90)),
+        "a": a,
+        "b": b,
+        "kind": kind,
+        "service": rng.choice(_SERVICES),
+        "amount": f"${rng.randrange(1_000, 500_000):,}",
+        "period": rng.choice(("month", "quarter", "year")),
+        "days": rng.choice((15, 30, 45, 60)),
+        "rate": rng.choice(("1", "1.5", "2")),
+        "years": rng.randrange(1, 6),
+        "months": rng.choice((6, 12, 24)),
+        "notice": rng.choice((30, 60, 90)),
         "state": rng.choice(_STATES),
         "date": f"{rng.choice(_MONTHS)} {rng.randrange(1, 29)}, {rng.randrange(2018, 2026)}",
-        "n_pay": 3, "n_conf": 4,
+        "n_pay": 3,
+        "n_conf": 4,
     }
     paragraphs = [
         f"{kind.upper()}",
         f"Contract No. SYN-{number:06d}",
-        f"This {kind} is entered into as of {fill['date']} between {a} (\"Provider\") and {b} (\"Customer\").",
+        f'This {kind} is entered into as of {fill["date"]} between {a} ("Provider") and {b} ("Customer").',
     ]
     lines = 4
     section = 0
@@ -227,7 +300,8 @@ def contract_pdf(number: int, *, seed: int = 0, pages: int = 4, style: str = "ke
         )
     objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
     objects[pages_obj - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
-        b" ".join(b"%d 0 R" % k for k in kids), len(kids)
+        b" ".join(b"%d 0 R" % k for k in kids),
+        len(kids),
     )
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []

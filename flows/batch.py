@@ -94,7 +94,9 @@ def connect(settings: Settings) -> sessionmaker[Session]:
 
 
 @task(name="ingest", **_task_options)
-def ingest(settings: Settings, factory: sessionmaker[Session], batch: str, paths: Sequence[str], origin: str) -> IngestReport:
+def ingest(
+    settings: Settings, factory: sessionmaker[Session], batch: str, paths: Sequence[str], origin: str
+) -> IngestReport:
     """Read the files into the batch, chunk them and queue their map jobs; bad files are recorded."""
     logger = get_run_logger()
     chunker = Chunker.for_model(settings, settings.resolved_model())
@@ -124,14 +126,20 @@ def summarize_documents(settings: Settings, factory: sessionmaker[Session], batc
     except EngineError as exc:
         tracker.close(f"engine failed: {exc}")
         raise
-    tracker.close("nothing to do" if report.nothing_to_do else f"{len(report.summarized)} summarized, {len(report.failed)} failed")
+    tracker.close(
+        "nothing to do" if report.nothing_to_do else f"{len(report.summarized)} summarized, {len(report.failed)} failed"
+    )
     if report.nothing_to_do:
         logger.info("nothing to do: every document of %s is summarized or failed; no engine started", batch)
     else:
         logger.info(
             "%d summarized, %d failed; %d prompts in %d waves; %.1f output tok/s (engine run %s)",
-            len(report.summarized), len(report.failed), report.prompts, report.waves,
-            report.tokens_per_second, report.engine_run_id,
+            len(report.summarized),
+            len(report.failed),
+            report.prompts,
+            report.waves,
+            report.tokens_per_second,
+            report.engine_run_id,
         )
     return report
 
@@ -153,7 +161,10 @@ def write_batch_report(
 
     book = playbook_for(settings)
     report = build_report(
-        factory, prompt_version=settings.prompt_version, batch=batch, playbook=book,
+        factory,
+        prompt_version=settings.prompt_version,
+        batch=batch,
+        playbook=book,
         low_confidence=settings.ocr_low_confidence,
     )
     folder = settings.reports_dir / slug(batch)
@@ -170,7 +181,9 @@ def write_batch_report(
     return outcome
 
 
-def publish_matrix(settings: Settings, factory: sessionmaker[Session], batch: str, playbook, folder: Path) -> list[Path]:
+def publish_matrix(
+    settings: Settings, factory: sessionmaker[Session], batch: str, playbook, folder: Path
+) -> list[Path]:
     """The batch's matrix files next to its report, and the matrix as a Prefect table artifact."""
     from prefect.artifacts import create_table_artifact
 
@@ -192,7 +205,10 @@ def publish_matrix(settings: Settings, factory: sessionmaker[Session], batch: st
 
 @flow(name=FLOW_NAME, flow_run_name="summarize {batch}", validate_parameters=True)
 def summarize_batch(
-    batch: str, paths: list[str] | None = None, origin: str = "prefect", playbook: str | None = None,
+    batch: str,
+    paths: list[str] | None = None,
+    origin: str = "prefect",
+    playbook: str | None = None,
     strict: bool | None = None,
 ) -> Any:  # a Completed state whose result is BatchOutcome.as_dict()
     """Ingest ``paths`` (if any) into ``batch`` and summarize every unsummarized document in it.
@@ -235,7 +251,9 @@ def summarize_batch(
         )
     unfinished = [(src, reason) for src, status, reason in outcome.failures if status == "pending"]
     if unfinished:  # work that was never done is the system's failure, not the documents'
-        raise BatchFailed(f"{len(unfinished)} documents left unsummarized: {_listing(unfinished)} (rerun this flow to resume)")
+        raise BatchFailed(
+            f"{len(unfinished)} documents left unsummarized: {_listing(unfinished)} (rerun this flow to resume)"
+        )
     message = outcome.state_message()
     if outcome.failures and strict:
         raise BatchFailed(f"{message} (strict: failed documents fail the run)")
@@ -314,7 +332,9 @@ class _LazyEngine:
 
             t0 = time.perf_counter()
             self._engine = shared_engine(self._settings, self._model_dir)
-            self._logger.info("engine ready in %.1f s (%s on %s)", time.perf_counter() - t0, self._model_dir.name, self._engine.device)
+            self._logger.info(
+                "engine ready in %.1f s (%s on %s)", time.perf_counter() - t0, self._model_dir.name, self._engine.device
+            )
         return getattr(self._engine, name)
 
 
@@ -394,7 +414,15 @@ class BatchOutcome:
                 reason = "not summarized yet" + (" (the engine failed)" if engine_error else "")
             elif d["status"] == "needs_ocr":
                 reason = reason or "no text layer: needs OCR"
-            rows.append({"source": d["source"], "status": d["status"], "pages": d["pages"], "clauses": clauses, "reason": reason})
+            rows.append(
+                {
+                    "source": d["source"],
+                    "status": d["status"],
+                    "pages": d["pages"],
+                    "clauses": clauses,
+                    "reason": reason,
+                }
+            )
         for p in ingested.problems if ingested else []:
             rows.append({"source": p.source, "status": "failed", "pages": None, "clauses": [], "reason": p.reason})
         failures = [(r["source"], r["status"], r["reason"]) for r in rows if r["status"] != "summarized"]
@@ -437,7 +465,9 @@ class BatchOutcome:
             )
         if not self.rows:
             lines.append("| (no documents) | | | | |")
-        tps = f"{self.tokens_per_second:.1f} output tokens/s" if self.tokens_per_second else "no engine work in this run"
+        tps = (
+            f"{self.tokens_per_second:.1f} output tokens/s" if self.tokens_per_second else "no engine work in this run"
+        )
         lines += ["", f"- Throughput: {tps}" + (f" (engine run {self.engine_run_id})" if self.engine_run_id else "")]
         if self.engine_error:
             lines.append(f"- Engine failure: {_md(self.engine_error)} — rerun the flow to resume")

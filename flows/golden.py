@@ -25,7 +25,9 @@ class GoldenFailed(ContractsumError):
 
 # No retries: an engine that fails to start or a gate that fails will do so again.
 @task(name="golden-run", cache_policy=NO_CACHE)
-def golden_run(settings: Settings, baseline: str, candidate: str, model: str | None, set_version: str) -> dict[str, Any]:
+def golden_run(
+    settings: Settings, baseline: str, candidate: str, model: str | None, set_version: str
+) -> dict[str, Any]:
     """Baseline, then candidate, on the golden set; stored and reported by ``run_golden``."""
     from pathlib import Path
 
@@ -38,8 +40,13 @@ def golden_run(settings: Settings, baseline: str, candidate: str, model: str | N
     # One engine at a time: a worker's long-lived engine would otherwise hold memory beside the gate's.
     release_shared_engine()
     outcome = run_golden(
-        settings, model=Path(model) if model else None, baseline=baseline, candidate=candidate, factory=factory,
-        golden_version=set_version, on_event=lambda ev: logger.info("golden: %s", ev.describe()),
+        settings,
+        model=Path(model) if model else None,
+        baseline=baseline,
+        candidate=candidate,
+        factory=factory,
+        golden_version=set_version,
+        on_event=lambda ev: logger.info("golden: %s", ev.describe()),
     )
     result = outcome.as_dict()
     result["markdown"] = outcome.report_path.read_text(encoding="utf-8")
@@ -63,7 +70,9 @@ def golden_check(
         description=f"golden check {result['verdict']} ({result['mode']}), report {result['report']}",
     )
     if result["verdict"] != "PASS":
-        missed = ", ".join(f"{c['metric']}={c['value']} (needs {c['op']} {c['limit']:g})" for c in result["checks"] if not c["ok"])
+        missed = ", ".join(
+            f"{c['metric']}={c['value']} (needs {c['op']} {c['limit']:g})" for c in result["checks"] if not c["ok"]
+        )
         raise GoldenFailed(f"golden check FAIL ({result['mode']}): {missed}; report {result['report']}")
     result.pop("cases", None)
     return result

@@ -118,7 +118,9 @@ def require_api() -> str:
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
     if problem is not None:
-        raise ConfigError(f"the Prefect server at {url} does not answer: {problem}", hint="is `prefect server start` running?")
+        raise ConfigError(
+            f"the Prefect server at {url} does not answer: {problem}", hint="is `prefect server start` running?"
+        )
     return url
 
 
@@ -169,8 +171,14 @@ class Submission:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "flow_run_id": str(self.flow_run_id), "flow_run_name": self.name, "batch": self.batch,
-            "mode": self.mode, "url": self.url, "browse": self.browse, "state": self.state, "message": self.message,
+            "flow_run_id": str(self.flow_run_id),
+            "flow_run_name": self.name,
+            "batch": self.batch,
+            "mode": self.mode,
+            "url": self.url,
+            "browse": self.browse,
+            "state": self.state,
+            "message": self.message,
             "failed_documents": self.failed_documents,
             "failures": self.outcome["failures"] if self.outcome is not None else None,
             "exit_code": self.exit_code,
@@ -209,7 +217,10 @@ def route() -> Route:
 def flow_run_url(flow_run_id: UUID) -> str:
     from prefect.utilities.urls import url_for
 
-    return url_for("flow-run", obj_id=flow_run_id, default_base_url=DEFAULT_UI) or f"{DEFAULT_UI}/runs/flow-run/{flow_run_id}"
+    return (
+        url_for("flow-run", obj_id=flow_run_id, default_base_url=DEFAULT_UI)
+        or f"{DEFAULT_UI}/runs/flow-run/{flow_run_id}"
+    )
 
 
 def submit_to_deployment(
@@ -262,8 +273,16 @@ def run_in_process(
         outcome = state.result(raise_on_failure=False) if state.is_completed() else None
     wall = (run.end_time - run.start_time).total_seconds() if run.start_time and run.end_time else None
     return Submission(
-        run_id, run.name, batch, "in-process", url, state.type.value, state.message, browse,
-        outcome if isinstance(outcome, dict) else None, wall,
+        run_id,
+        run.name,
+        batch,
+        "in-process",
+        url,
+        state.type.value,
+        state.message,
+        browse,
+        outcome if isinstance(outcome, dict) else None,
+        wall,
     )
 
 
@@ -287,7 +306,9 @@ def browse_later_hint() -> str:
     return f"to see this run in the Prefect UI: PREFECT_HOME={shlex.quote(str(home))} {env} {start}"
 
 
-def watch(submission: Submission, on_update: Callable[[str, float | None, str | None], None], *, poll_s: float = 1.0) -> Submission:
+def watch(
+    submission: Submission, on_update: Callable[[str, float | None, str | None], None], *, poll_s: float = 1.0
+) -> Submission:
     """Follow a deployment's run until it ends, reporting (state name, progress %, progress text)."""
     with get_client(sync_client=True) as client:
         while True:

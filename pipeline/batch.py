@@ -129,7 +129,11 @@ class Chunker:
         )
         counter = TokenCounter.from_model_dir(model_dir)
         return cls(
-            counter=counter, budget=budget, plan=plan_key(counter.name, budget), context=context, model_dir=model_dir,
+            counter=counter,
+            budget=budget,
+            plan=plan_key(counter.name, budget),
+            context=context,
+            model_dir=model_dir,
             review_key=playbook.review_key(settings.prompt_version),
         )
 
@@ -177,7 +181,9 @@ def _ensure_chunks(
     return repo.save_chunks(session, doc.id, chunker.plan, rows)
 
 
-def queue_document(session: Session, doc: Document, chunker: Chunker, *, prompt_version: str, batch_id: int | None) -> int:
+def queue_document(
+    session: Session, doc: Document, chunker: Chunker, *, prompt_version: str, batch_id: int | None
+) -> int:
     """Map jobs for every chunk of ``doc`` that has none yet (idempotent)."""
     return _queue(session, doc, chunker, prompt_version=prompt_version, batch_id=batch_id)[0]
 
@@ -255,12 +261,20 @@ def ingest_paths(
         log.warning(notice)
         report.notices.append(notice)
     extract = partial(
-        ingest.extract, password=password, max_pages=settings.max_pages, max_bytes=settings.max_file_bytes,
-        max_decompressed_bytes=settings.max_decompressed_bytes, ocr=ocr_config,
+        ingest.extract,
+        password=password,
+        max_pages=settings.max_pages,
+        max_bytes=settings.max_file_bytes,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+        ocr=ocr_config,
     )
     runs = extract_all(
-        files, extract, workers=settings.ingest_workers if workers is None else workers, timeout=settings.extract_timeout_seconds,
-        memory_bytes=settings.extract_memory_bytes, ocr_seconds_per_page=settings.ocr_timeout_seconds_per_page,
+        files,
+        extract,
+        workers=settings.ingest_workers if workers is None else workers,
+        timeout=settings.extract_timeout_seconds,
+        memory_bytes=settings.extract_memory_bytes,
+        ocr_seconds_per_page=settings.ocr_timeout_seconds_per_page,
         stats=report.extraction,
     )
     for path, ex in runs:
@@ -283,8 +297,11 @@ def ocr_settings(settings: Settings) -> ocr.OcrConfig:
     for the batch, and every file's reason, instead of each extraction process finding out again."""
     unavailable = ocr.problem(settings.ocr_languages) if settings.ocr != "off" else None
     return ocr.OcrConfig(
-        mode=settings.ocr, languages=settings.ocr_languages, dpi=settings.ocr_dpi,
-        low_confidence=settings.ocr_low_confidence, unavailable=unavailable,
+        mode=settings.ocr,
+        languages=settings.ocr_languages,
+        dpi=settings.ocr_dpi,
+        low_confidence=settings.ocr_low_confidence,
+        unavailable=unavailable,
     )
 
 
@@ -323,7 +340,12 @@ def _store_one(
 ) -> FileOutcome:
     source, where = display_name(ex.source), display_name(str(path))
     outcome = FileOutcome(
-        source=source, status=ex.status, reason=ex.reason, pages=len(ex.pages) or None, sha256=ex.sha256, path=where,
+        source=source,
+        status=ex.status,
+        reason=ex.reason,
+        pages=len(ex.pages) or None,
+        sha256=ex.sha256,
+        path=where,
         ocr_pages=ex.ocr_pages,
     )
     for attempt in range(2):
@@ -343,12 +365,21 @@ def _store_one(
                     )
                     if chunker is not None and existing.status == "ok":
                         outcome.chunks = _queue(
-                            s, existing, chunker, prompt_version=chunker.review_key or settings.prompt_version,
+                            s,
+                            existing,
+                            chunker,
+                            prompt_version=chunker.review_key or settings.prompt_version,
                             batch_id=batch_id,
                         )[1]
                     repo.record_file(
-                        s, batch, source=where, status=ex.status, reason=outcome.reason,
-                        sha256=ex.sha256, pages=len(ex.pages), document_id=existing.id,
+                        s,
+                        batch,
+                        source=where,
+                        status=ex.status,
+                        reason=outcome.reason,
+                        sha256=ex.sha256,
+                        pages=len(ex.pages),
+                        document_id=existing.id,
                     )
                     return outcome
                 if existing is not None:
@@ -358,11 +389,21 @@ def _store_one(
                     outcome.pages = existing.page_count
                     if chunker is not None and existing.status == "ok":
                         outcome.chunks = _queue(
-                            s, existing, chunker, prompt_version=chunker.review_key or settings.prompt_version, batch_id=batch_id
+                            s,
+                            existing,
+                            chunker,
+                            prompt_version=chunker.review_key or settings.prompt_version,
+                            batch_id=batch_id,
                         )[1]
                     repo.record_file(
-                        s, batch, source=where, status="duplicate", reason=outcome.reason,
-                        sha256=ex.sha256, pages=existing.page_count, document_id=existing.id,
+                        s,
+                        batch,
+                        source=where,
+                        status="duplicate",
+                        reason=outcome.reason,
+                        sha256=ex.sha256,
+                        pages=existing.page_count,
+                        document_id=existing.id,
                     )
                     return outcome
                 doc = repo.add_document(
@@ -382,11 +423,22 @@ def _store_one(
                     # The sentences are in hand: chunk them without reading them back.
                     views = [_SentenceView(x.ordinal, x.page, x.text) for x in ex.sentences]
                     outcome.chunks = _queue(
-                        s, doc, chunker, prompt_version=chunker.review_key or settings.prompt_version, batch_id=batch_id, sentences=views
+                        s,
+                        doc,
+                        chunker,
+                        prompt_version=chunker.review_key or settings.prompt_version,
+                        batch_id=batch_id,
+                        sentences=views,
                     )[1]
                 repo.record_file(
-                    s, batch, source=where, status=ex.status, reason=ex.reason,
-                    sha256=ex.sha256, pages=len(ex.pages), document_id=doc.id,
+                    s,
+                    batch,
+                    source=where,
+                    status=ex.status,
+                    reason=ex.reason,
+                    sha256=ex.sha256,
+                    pages=len(ex.pages),
+                    document_id=doc.id,
                 )
                 return outcome
         except IntegrityError:

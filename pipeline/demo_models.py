@@ -88,16 +88,28 @@ def build_tiny(dest_root: Path, *, seed: int = 0, corpus_dir: Path | None = None
         _write_json(
             folder / "tokenizer_config.json",
             _tokenizer_config(
-                bos=BOS, eos=EOT, pad=PAD, unk=None, context=TINY_CONTEXT, chat_template=TINY_CHAT_TEMPLATE,
-                special=TINY_SPECIAL_TOKENS, ids=ids,
+                bos=BOS,
+                eos=EOT,
+                pad=PAD,
+                unk=None,
+                context=TINY_CONTEXT,
+                chat_template=TINY_CHAT_TEMPLATE,
+                special=TINY_SPECIAL_TOKENS,
+                ids=ids,
             ),
         )
         eos_ids = [ids[EOS], ids[EOT]]
         _write_json(
             folder / "config.json",
             _llama_config(
-                **TINY_SHAPE, vocab_size=vocab_size, context=TINY_CONTEXT, rope_theta=TINY_ROPE_THETA,
-                rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=ids[BOS], eos_token_id=eos_ids,
+                **TINY_SHAPE,
+                vocab_size=vocab_size,
+                context=TINY_CONTEXT,
+                rope_theta=TINY_ROPE_THETA,
+                rms_norm_eps=1e-5,
+                tie_word_embeddings=False,
+                bos_token_id=ids[BOS],
+                eos_token_id=eos_ids,
                 pad_token_id=ids[PAD],
             ),
         )
@@ -107,8 +119,12 @@ def build_tiny(dest_root: Path, *, seed: int = 0, corpus_dir: Path | None = None
         )
         _save_safetensors(folder / "model.safetensors", _tiny_weights(vocab_size, seed))
 
-    marker = {"kind": "tiny", "seed": seed, "format_version": FORMAT_VERSION,
-              "note": "random weights: fast, meaningless text, for tests"}
+    marker = {
+        "kind": "tiny",
+        "seed": seed,
+        "format_version": FORMAT_VERSION,
+        "note": "random weights: fast, meaningless text, for tests",
+    }
     return _build_atomically(final, write, marker)
 
 
@@ -144,10 +160,14 @@ def build_smollm2(dest_root: Path) -> Path:
         _write_json(
             folder / "tokenizer_config.json",
             _tokenizer_config(
-                bos=tokens[bos_id], eos=tokens[eos_id], pad=tokens[pad_id],
-                unk=tokens[int(unk_id)] if unk_id is not None else None, context=context,
+                bos=tokens[bos_id],
+                eos=tokens[eos_id],
+                pad=tokens[pad_id],
+                unk=tokens[int(unk_id)] if unk_id is not None else None,
+                context=context,
                 chat_template=meta.get("tokenizer.chat_template") or SMOLLM2_FALLBACK_CHAT_TEMPLATE,
-                special=specials, ids={name: tokens.index(name) for name in specials},
+                special=specials,
+                ids={name: tokens.index(name) for name in specials},
             ),
         )
         _write_json(
@@ -175,8 +195,13 @@ def build_smollm2(dest_root: Path) -> Path:
         )
         _save_safetensors(folder / "model.safetensors", tensors)
 
-    marker = {"kind": "smollm2", "format_version": FORMAT_VERSION, "source": SMOLLM2_GGUF,
-              "license": "apache-2.0", "note": "SmolLM2-135M-Instruct, dequantized from Q4_1 to float32"}
+    marker = {
+        "kind": "smollm2",
+        "format_version": FORMAT_VERSION,
+        "source": SMOLLM2_GGUF,
+        "license": "apache-2.0",
+        "note": "SmolLM2-135M-Instruct, dequantized from Q4_1 to float32",
+    }
     return _build_atomically(final, write, marker)
 
 
@@ -300,8 +325,14 @@ def _tokenizer_config(
         "clean_up_tokenization_spaces": False,
         "chat_template": chat_template,
         "added_tokens_decoder": {
-            str(ids[name]): {"content": name, "lstrip": False, "normalized": False, "rstrip": False,
-                             "single_word": False, "special": True}
+            str(ids[name]): {
+                "content": name,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
             for name in special
         },
     }

@@ -29,7 +29,9 @@ class _Where(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
-    home: Path = Field(default_factory=_default_home, description="Data folder: database, models, reports, Prefect home.")
+    home: Path = Field(
+        default_factory=_default_home, description="Data folder: database, models, reports, Prefect home."
+    )
     database_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL; default is a SQLite file under home. Kept secret in all output."
     )
@@ -48,34 +50,48 @@ class Settings(EngineSettings, _Where):
     chunk_budget: int | None = Field(
         default=None, ge=64, description="Cap on contract tokens per prompt (default: context - template - output)."
     )
-    retry_token_growth: float = Field(default=2.0, ge=1.0, description="Output budget multiplier for each retry of a job.")
+    retry_token_growth: float = Field(
+        default=2.0, ge=1.0, description="Output budget multiplier for each retry of a job."
+    )
     summary_max_chars: int = Field(default=800, ge=16, description="Longest summary text the schema allows.")
     finding_max_chars: int = Field(default=300, ge=8, description="Longest clause finding the schema allows.")
     repetition_penalty: float = Field(
         default=1.0, gt=0, description="vLLM repetition penalty (1.0 = off); small models loop without ~1.2."
     )
     max_interruptions: int = Field(
-        default=8, ge=1, description="A job whose engine dies or whose worker is killed this often while it runs ends failed."
+        default=8,
+        ge=1,
+        description="A job whose engine dies or whose worker is killed this often while it runs ends failed.",
     )
     max_attempts: int = Field(default=3, ge=1, description="Tries per job before it ends failed.")
     engine_stall_seconds: float = Field(
-        default=EngineConfig.model_fields["stall_seconds"].default, gt=0,
+        default=EngineConfig.model_fields["stall_seconds"].default,
+        gt=0,
         description="Watchdog: no progress this long is an error.",
     )
-    lease_seconds: int = Field(default=3600, ge=10, description="How long a worker holds a job before others may take it.")
+    lease_seconds: int = Field(
+        default=3600, ge=10, description="How long a worker holds a job before others may take it."
+    )
     max_wave_prompts: int = Field(default=1024, ge=1, description="Most prompts leased into one engine wave.")
-    db_retry_seconds: float = Field(default=120.0, ge=0, description="How long to retry a unit of work while the database is unreachable.")
+    db_retry_seconds: float = Field(
+        default=120.0, ge=0, description="How long to retry a unit of work while the database is unreachable."
+    )
     strict_batches: bool = Field(
         default=False,
         description="A batch with failed documents (unreadable, needs OCR, output never validated) fails its flow run "
         "instead of completing with them listed (`submit --strict` for one run).",
     )
-    fault_injection: str | None = Field(default=None, description="Test only: a named point where the process kills itself.")
+    fault_injection: str | None = Field(
+        default=None, description="Test only: a named point where the process kills itself."
+    )
     ingest_workers: int = Field(
-        default=1, ge=1, description="Processes that extract PDF text in parallel (pypdf is the cost; ~1.6-2x on 2 cores)."
+        default=1,
+        ge=1,
+        description="Processes that extract PDF text in parallel (pypdf is the cost; ~1.6-2x on 2 cores).",
     )
     extract_timeout_seconds: float = Field(
-        default=300.0, ge=0,
+        default=300.0,
+        ge=0,
         description="A file whose text takes longer to extract is stopped and recorded as failed (0: no limit, read in-process).",
     )
     extract_memory_bytes: int = Field(
@@ -88,7 +104,8 @@ class Settings(EngineSettings, _Where):
         "(such files stay needs_ocr).",
     )
     ocr_languages: str = Field(
-        default="eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
+        default="eng",
+        pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
         description="Tesseract languages, '+'-joined (e.g. eng+deu); each needs its tesseract-ocr-<lang> package.",
     )
     ocr_dpi: int = Field(default=300, ge=72, le=1200, description="Resolution pages are rendered at for OCR.")
@@ -96,16 +113,23 @@ class Settings(EngineSettings, _Where):
         default=120.0, ge=0, description="Added to extract_timeout_seconds for each page a file needs OCR'd."
     )
     ocr_low_confidence: float = Field(
-        default=80.0, ge=0, le=100, description="OCR pages whose mean word confidence (0-100) is below this are flagged."
+        default=80.0,
+        ge=0,
+        le=100,
+        description="OCR pages whose mean word confidence (0-100) is below this are flagged.",
     )
     max_pages: int = Field(default=2000, ge=1, description="Files with more pages are refused.")
     max_decompressed_bytes: int = Field(
         default=75_000_000, ge=1024, description="Largest size one compressed PDF stream may inflate to (bomb guard)."
     )
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Files larger than this are refused.")
-    max_clauses: int | None = Field(default=None, ge=1, description="Most clause findings per answer (default: the playbook's clause count).")
+    max_clauses: int | None = Field(
+        default=None, ge=1, description="Most clause findings per answer (default: the playbook's clause count)."
+    )
     min_clauses: int = Field(default=0, ge=0, description="Fewest clause findings per answer (tests force citations).")
-    prompt_version: str = Field(default="v1", description="Version of the prompts/summarize and prompts/reduce templates.")
+    prompt_version: str = Field(
+        default="v1", description="Version of the prompts/summarize and prompts/reduce templates."
+    )
     prompts_dir: Path = Field(default=REPO_ROOT / "prompts", description="Folder of prompt templates and golden sets.")
     # -- playbooks (issue 12) --
     playbook: str = Field(
@@ -201,7 +225,7 @@ def load_settings(
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
-    env_keys = {k[len(ENV_PREFIX):].lower() for k in env if k.upper().startswith(ENV_PREFIX)} & known
+    env_keys = {k[len(ENV_PREFIX) :].lower() for k in env if k.upper().startswith(ENV_PREFIX)} & known
 
     sources: dict[str, str] = {}
     for name in known:
@@ -219,9 +243,7 @@ def load_settings(
         # also sets were dropped above; CLI overrides win over both.
         settings = _with_environ(env, lambda: Settings(**init))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
     return settings, sources
 

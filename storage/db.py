@@ -151,7 +151,9 @@ def in_transaction(factory: sessionmaker[Session], fn, *, retry_seconds: float =
         wait=wait_exponential(multiplier=0.5, max=5),
         stop=stop_after_delay(retry_seconds),
         reraise=True,
-        before_sleep=(lambda rs: on_retry(rs.outcome and rs.outcome.exception(), rs.attempt_number)) if on_retry else None,
+        before_sleep=(lambda rs: on_retry(rs.outcome and rs.outcome.exception(), rs.attempt_number))
+        if on_retry
+        else None,
     ):
         with attempt:
             with transaction(factory) as session:

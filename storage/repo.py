@@ -113,15 +113,28 @@ def add_document(
 
 def _page_row(document_id: int, page: tuple) -> dict[str, Any]:
     number, text, has_text, *ocr = page
-    source, engine, version, confidence = (*ocr, None, None, None, None)[:4] if ocr else ("text_layer", None, None, None)
+    source, engine, version, confidence = (
+        (*ocr, None, None, None, None)[:4] if ocr else ("text_layer", None, None, None)
+    )
     return {
-        "document_id": document_id, "number": number, "text": text, "has_text": has_text, "text_source": source,
-        "ocr_engine": engine, "ocr_engine_version": version, "ocr_confidence": confidence,
+        "document_id": document_id,
+        "number": number,
+        "text": text,
+        "has_text": has_text,
+        "text_source": source,
+        "ocr_engine": engine,
+        "ocr_engine_version": version,
+        "ocr_confidence": confidence,
     }
 
 
 def replace_text(
-    session: Session, doc: Document, *, status: str, pages: Sequence[tuple], sentences: Sequence[tuple[int, int, int, int, str]]
+    session: Session,
+    doc: Document,
+    *,
+    status: str,
+    pages: Sequence[tuple],
+    sentences: Sequence[tuple[int, int, int, int, str]],
 ) -> None:
     """Replace the pages and sentences of a document that has no chunks yet (a needs_ocr one that
     OCR has now read), and its status."""
@@ -156,7 +169,9 @@ def ocr_pages_of(session: Session, document_id: int) -> dict[int, float | None]:
 
 
 def batch_records(session: Session, batch_id: int) -> list[IngestRecord]:
-    return list(session.scalars(select(IngestRecord).where(IngestRecord.batch_id == batch_id).order_by(IngestRecord.id)))
+    return list(
+        session.scalars(select(IngestRecord).where(IngestRecord.batch_id == batch_id).order_by(IngestRecord.id))
+    )
 
 
 def sentences_of(session: Session, document_id: int) -> list[Sentence]:
@@ -167,9 +182,7 @@ def sentences_by_ordinal(session: Session, document_id: int, ordinals: Iterable[
     wanted = sorted(set(ordinals))
     if not wanted:
         return {}
-    rows = session.scalars(
-        select(Sentence).where(Sentence.document_id == document_id, Sentence.ordinal.in_(wanted))
-    )
+    rows = session.scalars(select(Sentence).where(Sentence.document_id == document_id, Sentence.ordinal.in_(wanted)))
     return {s.ordinal: s for s in rows}
 
 
@@ -202,7 +215,9 @@ def find_document(session: Session, ref: str) -> Document | None:
 
 def chunks_of(session: Session, document_id: int, plan: str) -> list[Chunk]:
     return list(
-        session.scalars(select(Chunk).where(Chunk.document_id == document_id, Chunk.plan == plan).order_by(Chunk.ordinal))
+        session.scalars(
+            select(Chunk).where(Chunk.document_id == document_id, Chunk.plan == plan).order_by(Chunk.ordinal)
+        )
     )
 
 
@@ -230,8 +245,12 @@ def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     if not rows:
         return 0
     rows = [
-        r if "key" in r else
-        {"key": job_key(r["kind"], r["document_id"], r["prompt_version"], r["plan"], r["level"], r["ordinal"]), **r}
+        r
+        if "key" in r
+        else {
+            "key": job_key(r["kind"], r["document_id"], r["prompt_version"], r["plan"], r["level"], r["ordinal"]),
+            **r,
+        }
         for r in rows
     ]
     keys = [r["key"] for r in rows]
@@ -309,8 +328,13 @@ def _interrupted(error: str | None) -> dict[str, Any]:
     # The try did not end in an answer: it does not count as an attempt, but as an interruption
     # (a job that kills its engine every time still ends failed, see Summarizer._prepare).
     return dict(
-        state="queued", lease_owner=None, lease_expires_at=None, last_error=error, updated_at=utcnow(),
-        attempts=Job.attempts - 1, interruptions=Job.interruptions + 1,
+        state="queued",
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error=error,
+        updated_at=utcnow(),
+        attempts=Job.attempts - 1,
+        interruptions=Job.interruptions + 1,
     )
 
 
@@ -318,12 +342,7 @@ def jobs_for_document(session: Session, document_id: int, prompt_version: str, p
     q = select(Job).where(Job.document_id == document_id, Job.prompt_version == prompt_version)
     if plan is not None:
         q = q.where(Job.plan == plan)
-    return list(
-        session.scalars(
-            q
-            .order_by(Job.level, Job.ordinal)
-        )
-    )
+    return list(session.scalars(q.order_by(Job.level, Job.ordinal)))
 
 
 def job_counts(session: Session, *, batch_id: int | None = None) -> dict[str, int]:
@@ -393,8 +412,13 @@ def add_summary(
     answers = answers or {}
     for _idx, ctype, finding, sentences in citations:
         clause = Clause(
-            summary_id=summary.id, type=ctype, finding=finding, status="found", answer=answers.get(ctype),
-            playbook=playbook, playbook_version=playbook_version,
+            summary_id=summary.id,
+            type=ctype,
+            finding=finding,
+            status="found",
+            answer=answers.get(ctype),
+            playbook=playbook,
+            playbook_version=playbook_version,
         )
         session.add(clause)
         session.flush()
@@ -413,8 +437,14 @@ def add_summary(
             )
     for ctype in not_found:
         session.add(
-            Clause(summary_id=summary.id, type=ctype, finding="", status="not_found", playbook=playbook,
-                   playbook_version=playbook_version)
+            Clause(
+                summary_id=summary.id,
+                type=ctype,
+                finding="",
+                status="not_found",
+                playbook=playbook,
+                playbook_version=playbook_version,
+            )
         )
     session.flush()
     return summary
@@ -463,7 +493,9 @@ def counts(session: Session) -> dict[str, int]:
         ("engine_runs", EngineRun),
     ):
         out[name] = session.scalar(select(func.count()).select_from(model)) or 0
-    out["ocr_pages"] = session.scalar(select(func.count()).where(Page.text_source == "ocr", Page.has_text.is_(True))) or 0
+    out["ocr_pages"] = (
+        session.scalar(select(func.count()).where(Page.text_source == "ocr", Page.has_text.is_(True))) or 0
+    )
     return out
 
 
@@ -477,21 +509,36 @@ def batches_overview(session: Session, *, name: str | None = None) -> list[dict[
         files = {
             st: n
             for st, n in session.execute(
-                select(IngestRecord.status, func.count()).where(IngestRecord.batch_id == b.id).group_by(IngestRecord.status)
+                select(IngestRecord.status, func.count())
+                .where(IngestRecord.batch_id == b.id)
+                .group_by(IngestRecord.status)
             )
         }
-        doc_ids = select(IngestRecord.document_id).where(IngestRecord.batch_id == b.id, IngestRecord.document_id.is_not(None))
-        summarized = session.scalar(
-            select(func.count(func.distinct(Summary.document_id))).where(Summary.document_id.in_(doc_ids))
-        ) or 0
+        doc_ids = select(IngestRecord.document_id).where(
+            IngestRecord.batch_id == b.id, IngestRecord.document_id.is_not(None)
+        )
+        summarized = (
+            session.scalar(
+                select(func.count(func.distinct(Summary.document_id))).where(Summary.document_id.in_(doc_ids))
+            )
+            or 0
+        )
         docs, pages = session.execute(
             select(func.count(), func.coalesce(func.sum(Document.page_count), 0)).where(
                 Document.id.in_(doc_ids), Document.status == "ok"
             )
         ).one()
         out.append(
-            {"name": b.name, "id": b.id, "origin": b.origin, "created_at": b.created_at.isoformat(), "files": files,
-             "documents": docs, "pages": int(pages), "summarized": summarized}
+            {
+                "name": b.name,
+                "id": b.id,
+                "origin": b.origin,
+                "created_at": b.created_at.isoformat(),
+                "files": files,
+                "documents": docs,
+                "pages": int(pages),
+                "summarized": summarized,
+            }
         )
     return out
 
@@ -524,11 +571,19 @@ def jobs_at_level(session: Session, document_id: int, prompt_version: str, plan:
 
 def ready_count(session: Session, *, document_ids: Sequence[int], plan: str, prompt_version: str) -> int:
     now = utcnow()
-    return session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(_ready(now), Job.document_id.in_(list(document_ids)), Job.plan == plan, Job.prompt_version == prompt_version)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                _ready(now),
+                Job.document_id.in_(list(document_ids)),
+                Job.plan == plan,
+                Job.prompt_version == prompt_version,
+            )
+        )
+        or 0
+    )
 
 
 def complete_job(
@@ -568,7 +623,15 @@ def retry_or_fail(session: Session, job_id: int, *, error: str, raw: str, max_at
 
 
 def finish_engine_run(
-    session: Session, run_id: int | None, *, status: str, error: str | None, prompts: int, tokens_in: int, tokens_out: int, wall_seconds: float
+    session: Session,
+    run_id: int | None,
+    *,
+    status: str,
+    error: str | None,
+    prompts: int,
+    tokens_in: int,
+    tokens_out: int,
+    wall_seconds: float,
 ) -> None:
     run = session.get(EngineRun, run_id) if run_id is not None else None
     if run is None:
@@ -611,8 +674,14 @@ def add_golden_run(
     report_path: str | None,
 ) -> GoldenRun:
     run = GoldenRun(
-        golden_version=golden_version, thresholds_version=thresholds_version, mode=mode, baseline=baseline,
-        candidate=candidate, metrics=metrics, verdict=verdict, report_path=report_path,
+        golden_version=golden_version,
+        thresholds_version=thresholds_version,
+        mode=mode,
+        baseline=baseline,
+        candidate=candidate,
+        metrics=metrics,
+        verdict=verdict,
+        report_path=report_path,
     )
     session.add(run)
     session.flush()
@@ -651,8 +720,6 @@ def leased_owners(session: Session) -> list[str]:
 def release_owner(session: Session, owner: str, *, error: str) -> int:
     """Give back every job ``owner`` holds (its process is gone)."""
     res = session.execute(
-        update(Job)
-        .where(Job.state == "leased", Job.lease_owner == owner)
-        .values(**_interrupted(error))
+        update(Job).where(Job.state == "leased", Job.lease_owner == owner).values(**_interrupted(error))
     )
     return cast("CursorResult[Any]", res).rowcount or 0

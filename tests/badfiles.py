@@ -44,7 +44,11 @@ def build_pdf(pages: list[str | None], *, image_pages: frozenset[int] = frozense
 
     A 0-based index in ``image_pages`` also draws a small image on that page, like a scan.
     """
-    objects: list[bytes] = [b"", b"", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
+    objects: list[bytes] = [
+        b"",
+        b"",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
     kids: list[int] = []
     for index, text in enumerate(pages):
         ops = b""
@@ -186,7 +190,9 @@ def zero_page_pdf(folder: Path, name: str = "zero-pages.pdf") -> Path:
     return _write(PdfWriter(), folder / name)
 
 
-def truncated_pdf(folder: Path, fraction: float = 0.5, *, source: Path = SAMPLE_PDF, name: str = "truncated.pdf") -> Path:
+def truncated_pdf(
+    folder: Path, fraction: float = 0.5, *, source: Path = SAMPLE_PDF, name: str = "truncated.pdf"
+) -> Path:
     """The first ``fraction`` of a corpus PDF's bytes, as an interrupted download leaves it."""
     data = source.read_bytes()
     path = folder / name

@@ -134,7 +134,9 @@ def engine(tiny_model):
     """One vLLM CPU engine (TP=1, float32) for the whole test run."""
     from pipeline.engine.engine import Engine
 
-    eng = Engine(tiny_model, max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=120, cpu_kvcache_space_gib=2)
+    eng = Engine(
+        tiny_model, max_model_len=32768, dtype="float32", max_num_seqs=64, stall_seconds=120, cpu_kvcache_space_gib=2
+    )
     yield eng
     eng.shutdown()
 

@@ -18,7 +18,9 @@ HOSTILE_LOGGING = {"VLLM_LOGGING_STREAM": "ext://sys.stdout", "VLLM_LOGGING_LEVE
 def _bench(tmp_path, *args: str, timeout: int = 600) -> tuple[dict, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRACTSUM_")}
     env.update(HOSTILE_LOGGING, CONTRACTSUM_BENCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", *args, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     try:
         doc = json.loads(proc.stdout)  # fails on anything before or after the one document

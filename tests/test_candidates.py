@@ -33,12 +33,16 @@ def test_the_keyword_rule_proposes_the_sentence_that_holds_the_clause_first():
     assert law[0] == 3 and len(law) <= 3
     assert propose(cuad.clause("insurance"), SENTENCES, 2)[0] == 4
     # gated: a clause type whose keyword rule matches nothing gets no candidates (BM25 would have some)
-    assert propose(cuad.clause("cap_on_liability"), SENTENCES, 3) == [4] and not propose(cuad.clause("cap_on_liability"), SENTENCES, 3, rule_gate=True)
+    assert propose(cuad.clause("cap_on_liability"), SENTENCES, 3) == [4] and not propose(
+        cuad.clause("cap_on_liability"), SENTENCES, 3, rule_gate=True
+    )
     assert propose(cuad.clause("governing_law"), SENTENCES, 3, rule_gate=True)[0] == 3
 
 
 def test_bm25_alone_proposes_candidates_for_a_clause_without_a_cuad_category():
-    clause = PlaybookClause(id="insurance_cover", label="Insurance", kind="yes_no", question="Must a party carry insurance?")
+    clause = PlaybookClause(
+        id="insurance_cover", label="Insurance", kind="yes_no", question="Must a party carry insurance?"
+    )
     assert propose(clause, SENTENCES, 2) == [4]  # the only sentence sharing a term with the query
     unrelated = PlaybookClause(id="escrow", label="Escrow", kind="yes_no", question="Is source code held in escrow?")
     assert propose(unrelated, SENTENCES, 5) == []  # nothing resembles it: no candidates, no prompt

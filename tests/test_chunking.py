@@ -147,9 +147,7 @@ _long_unicode = st.text(
 
 @st.composite
 def documents(draw: st.DrawFn) -> list[Sentence]:
-    texts = draw(
-        st.lists(st.one_of(_any_text, _words.map(" ".join), _long_no_space, _long_unicode), max_size=30)
-    )
+    texts = draw(st.lists(st.one_of(_any_text, _words.map(" ".join), _long_no_space, _long_unicode), max_size=30))
     first = draw(st.sampled_from([1, 1, 99_990]))  # big ordinals make longer markers
     page = 1
     sentences = []
@@ -337,8 +335,14 @@ def test_the_chunker_counts_the_chat_template_once_then_starts_without_transform
     home = tmp_path / "home"
 
     def probe() -> dict:
-        out = subprocess.run([sys.executable, "-c", _CHUNKER_PROBE, str(home), str(model)], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=300, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHUNKER_PROBE, str(home), str(model)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     first, second = probe(), probe()

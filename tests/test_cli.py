@@ -22,7 +22,9 @@ def test_ingest_of_the_examples_stores_every_contract_with_chunks_and_exits_0(tm
     from storage.db import make_engine, upgrade
 
     upgrade(make_engine(db_url))
-    res = _run("--database-url", db_url, "ingest", str(CORPUS), "--model", str(tiny_model), "--batch", "examples", "--json")
+    res = _run(
+        "--database-url", db_url, "ingest", str(CORPUS), "--model", str(tiny_model), "--batch", "examples", "--json"
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     docs = data["documents"]
@@ -91,7 +93,9 @@ def _one_error_line(res) -> str:
 def test_expected_failures_print_one_line_and_exit_1_at_run_time_or_2_for_usage():
     # Exit codes as documented (docs/operations.md): 1 when the work failed (here: the database),
     # 2 for usage errors (a setting that does not parse). Exceptions propagate, so a crash is red.
-    res = runner.invoke(app, ["--database-url", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/x", "status"], catch_exceptions=False)
+    res = runner.invoke(
+        app, ["--database-url", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/x", "status"], catch_exceptions=False
+    )
     assert res.exit_code == 1, res.output
     line = _one_error_line(res)
     assert "cannot reach the database" in line and "database_url" in line
@@ -106,12 +110,16 @@ def test_a_missing_file_is_recorded_as_failed_with_its_reason_and_exits_1(tmp_pa
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.pdf"), "--json"], catch_exceptions=False)
     assert missing.exit_code == 1 and missing.stderr == "", missing.output
     (doc,) = json.loads(missing.stdout)["documents"]
-    assert (doc["source"], doc["status"], doc["reason"]) == (str(tmp_path / "nope.pdf"), "failed", "no such file or folder")
+    assert (doc["source"], doc["status"], doc["reason"]) == (
+        str(tmp_path / "nope.pdf"),
+        "failed",
+        "no such file or folder",
+    )
 
 
 def test_config_masks_the_password_and_says_where_each_value_came_from(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('max_num_seqs = 7\ntensor_parallel_size = 2\n')
+    cfg.write_text("max_num_seqs = 7\ntensor_parallel_size = 2\n")
     res = runner.invoke(
         app,
         ["--config", str(cfg), "--database-url", "postgresql+psycopg://u:s3cret-pw@db.example/x", "config", "--json"],

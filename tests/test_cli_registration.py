@@ -33,8 +33,21 @@ def test_a_module_without_register_fails_loudly_naming_it():
 def test_every_listed_module_adds_its_commands():
     names = set(_commands(app))
     assert {
-        "ingest", "status", "config", "db upgrade", "db current", "demo-model", "summarize", "show", "export",
-        "plan", "golden", "quantize-emulate", "serve", "submit", "deploy",
+        "ingest",
+        "status",
+        "config",
+        "db upgrade",
+        "db current",
+        "demo-model",
+        "summarize",
+        "show",
+        "export",
+        "plan",
+        "golden",
+        "quantize-emulate",
+        "serve",
+        "submit",
+        "deploy",
     } <= names
 
 
@@ -64,8 +77,12 @@ def test_engine_flags_take_their_names_and_help_from_the_engine_settings():
 
     res = runner.invoke(app, ["summarize", "--help"], env={"COLUMNS": "300"})
     assert res.exit_code == 0
-    for flag, name in (("--tp", "tensor_parallel_size"), ("--dtype", "dtype"), ("--max-model-len", "max_model_len"),
-                       ("--quantization", "quantization")):
+    for flag, name in (
+        ("--tp", "tensor_parallel_size"),
+        ("--dtype", "dtype"),
+        ("--max-model-len", "max_model_len"),
+        ("--quantization", "quantization"),
+    ):
         assert flag in res.output and EngineSettings.model_fields[name].description in res.output
     res = runner.invoke(app, ["golden", "--help"], env={"COLUMNS": "300"})
     assert "--tp" in res.output

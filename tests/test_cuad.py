@@ -107,22 +107,30 @@ def test_missing_csv_or_wrong_header_is_a_clear_error(tmp_path):
 
 # --- text matching --------------------------------------------------------------------------
 
-SPAN = ("The Sponsor shall not assign this Agreement or any of its rights hereunder without the prior written "
-        "consent of Tickets.com, which consent shall not be unreasonably withheld.")
+SPAN = (
+    "The Sponsor shall not assign this Agreement or any of its rights hereunder without the prior written "
+    "consent of Tickets.com, which consent shall not be unreasonably withheld."
+)
 
 
 @pytest.mark.parametrize(
     "ours",
     [
         # line breaks and doubled spaces, as PDF text comes out
-        ("The Sponsor shall not assign this\nAgreement or any of its  rights hereunder without the prior written "
-        "consent of Tickets.com, which consent shall not be unreasonably withheld."),
+        (
+            "The Sponsor shall not assign this\nAgreement or any of its  rights hereunder without the prior written "
+            "consent of Tickets.com, which consent shall not be unreasonably withheld."
+        ),
         # hyphenation at a line end
-        ("The Sponsor shall not as-\nsign this Agreement or any of its rights hereunder without the prior writ-\nten "
-        "consent of Tickets.com, which consent shall not be unreasonably withheld."),
+        (
+            "The Sponsor shall not as-\nsign this Agreement or any of its rights hereunder without the prior writ-\nten "
+            "consent of Tickets.com, which consent shall not be unreasonably withheld."
+        ),
         # case and curly quotes / dashes / ligature
-        ("THE SPONSOR SHALL NOT ASSIGN THIS AGREEMENT OR ANY OF ITS RIGHTS HEREUNDER \u2014 WITHOUT THE PRIOR WRITTEN "
-        "CONSENT OF TICKETS.COM, WHICH CONSENT SHALL NOT BE UNREASONABLY WITHHELD."),
+        (
+            "THE SPONSOR SHALL NOT ASSIGN THIS AGREEMENT OR ANY OF ITS RIGHTS HEREUNDER \u2014 WITHOUT THE PRIOR WRITTEN "
+            "CONSENT OF TICKETS.COM, WHICH CONSENT SHALL NOT BE UNREASONABLY WITHHELD."
+        ),
         # our sentence is only part of CUAD's span (a sentence split inside it)
         "The Sponsor shall not assign this Agreement or any of its rights hereunder",
         # our sentence is longer than the span (the span is a clause fragment)
@@ -134,7 +142,9 @@ def test_text_matching_survives_pdf_vs_txt_differences(ours):
 
 
 def test_text_matching_handles_ligatures_and_quotes():
-    assert overlaps("the \u201cEffective Date\u201d of the o\ufb03cial \ufb01ling", 'the "Effective Date" of the official filing')
+    assert overlaps(
+        "the \u201cEffective Date\u201d of the o\ufb03cial \ufb01ling", 'the "Effective Date" of the official filing'
+    )
     assert overlaps("Licensee\u2019s affiliates", "licensee's affiliates")
 
 
@@ -166,7 +176,7 @@ def test_answer_normalisation():
     assert normalize_duration("sixty (60) days' prior notice") == "60 day"
     assert answers_match("place", "the laws of the State of New York", "New York")
     assert not answers_match("place", "Delaware", "New York")
-    assert answers_match("party", 'Tickets.com, Inc.; The Sponsor LLC', "TICKETS.COM INC. and the Sponsor")
+    assert answers_match("party", "Tickets.com, Inc.; The Sponsor LLC", "TICKETS.COM INC. and the Sponsor")
     assert not answers_match("date", "2015-12-02", "12/1/15")
     assert not answers_match("duration", None, "60 days")
 
@@ -178,7 +188,8 @@ def _perfect(contracts) -> dict[str, dict[str, Prediction]]:
     return {
         c.name: {
             cat: Prediction(status="found", answer=label.answer, citations=list(label.spans))
-            if label.present else Prediction(status="not_found")
+            if label.present
+            else Prediction(status="not_found")
             for cat, label in c.labels.items()
         }
         for c in contracts
@@ -196,7 +207,11 @@ def test_a_perfect_prediction_scores_one(contracts):
 
 
 def test_an_empty_prediction_has_zero_recall_and_counts_as_not_asked(contracts):
-    for preds in ({}, {c.name: {} for c in contracts}, {c.name: {"Not A CUAD Category": Prediction(status="found")} for c in contracts}):
+    for preds in (
+        {},
+        {c.name: {} for c in contracts},
+        {c.name: {"Not A CUAD Category": Prediction(status="found")} for c in contracts},
+    ):
         result = score(contracts, preds).to_json_dict()
         assert result["micro"]["recall"] == 0.0 and result["micro"]["evidence_recall"] == 0.0
         assert result["micro"]["tp"] == 0 and result["micro"]["fp"] == 0
@@ -205,12 +220,17 @@ def test_an_empty_prediction_has_zero_recall_and_counts_as_not_asked(contracts):
 
 def test_not_found_failed_and_not_asked_all_get_no_credit(contracts):
     for status in ("not_found", "failed", "not_asked"):
-        preds = {c.name: {k: Prediction(status=status, citations=list(v.spans)) for k, v in c.labels.items()} for c in contracts}
+        preds = {
+            c.name: {k: Prediction(status=status, citations=list(v.spans)) for k, v in c.labels.items()}
+            for c in contracts
+        }
         assert score(contracts, preds).to_json_dict()["micro"]["recall"] == 0.0
 
 
 def test_citing_the_neighbouring_sentence_counts_as_no_evidence():
-    span = "Either party may terminate this Agreement at any time upon thirty (30) days written notice to the other party."
+    span = (
+        "Either party may terminate this Agreement at any time upon thirty (30) days written notice to the other party."
+    )
     neighbour = "Upon termination, Sponsor shall pay all fees accrued through the date of termination."
     c = CuadContract(name="k.pdf", pdf_paths=[], labels={"Termination For Convenience": CuadLabel("Yes", [span])})
     right = score([c], {"k.pdf": {"Termination For Convenience": Prediction(status="found", citations=[span])}})
@@ -295,5 +315,9 @@ def test_every_labelled_span_of_the_shipped_contracts_matches_one_of_our_pdf_sen
 def test_rule_hits_are_the_sentences_the_baseline_cites(contracts, sentences):
     name = next(c.name for c in contracts if c.name.startswith("TICKETSCOM"))
     hits = rule_hits("Anti-Assignment", sentences[name])
-    assert hits and [sentences[name][i] for i in hits][:5] == baseline_predictions(contracts, sentences)[name]["Anti-Assignment"].citations
+    assert (
+        hits
+        and [sentences[name][i] for i in hits][:5]
+        == baseline_predictions(contracts, sentences)[name]["Anti-Assignment"].citations
+    )
     assert rule_hits("Not A CUAD Category", sentences[name]) == []

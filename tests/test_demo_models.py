@@ -169,7 +169,9 @@ def test_cli_demo_model_tiny_builds_it_and_makes_it_the_default(tmp_path: Path) 
     from pipeline.cli.main import app
 
     home = tmp_path / "cli-home"
-    result = CliRunner().invoke(app, ["demo-model", "tiny", "--seed", "2", "--json"], env={"CONTRACTSUM_HOME": str(home)})
+    result = CliRunner().invoke(
+        app, ["demo-model", "tiny", "--seed", "2", "--json"], env={"CONTRACTSUM_HOME": str(home)}
+    )
 
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)

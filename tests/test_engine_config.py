@@ -83,7 +83,10 @@ def test_settings_carry_every_engine_setting_under_its_own_name():
     for name in ENGINE_SETTING_NAMES:
         mine, theirs = Settings.model_fields[name], EngineSettings.model_fields[name]
         assert (mine.annotation, mine.default, mine.metadata, mine.description) == (
-            theirs.annotation, theirs.default, theirs.metadata, theirs.description
+            theirs.annotation,
+            theirs.default,
+            theirs.metadata,
+            theirs.description,
         )
     assert Settings.model_fields["engine_stall_seconds"].default == EngineConfig.model_fields["stall_seconds"].default
 
@@ -91,15 +94,21 @@ def test_settings_carry_every_engine_setting_under_its_own_name():
 def test_env_vars_reach_the_engine_config(tmp_path, tiny_model):
     from pipeline.settings import load_settings
 
-    env = {"CONTRACTSUM_HOME": str(tmp_path), "CONTRACTSUM_SEED": "7", "CONTRACTSUM_ENABLE_PREFIX_CACHING": "false",
-           "CONTRACTSUM_ENGINE_STALL_SECONDS": "42"}
+    env = {
+        "CONTRACTSUM_HOME": str(tmp_path),
+        "CONTRACTSUM_SEED": "7",
+        "CONTRACTSUM_ENABLE_PREFIX_CACHING": "false",
+        "CONTRACTSUM_ENGINE_STALL_SECONDS": "42",
+    }
     settings, sources = load_settings(environ=env)
     cfg = settings.engine_config(tiny_model)
     assert (cfg.seed, cfg.enable_prefix_caching, cfg.stall_seconds, cfg.model) == (7, False, 42.0, str(tiny_model))
     assert sources["seed"] == "env CONTRACTSUM_SEED"
 
 
-@pytest.mark.parametrize("field", [f for f in sorted(EngineConfig.model_fields) if f not in ("model", "load_format", "extra")])
+@pytest.mark.parametrize(
+    "field", [f for f in sorted(EngineConfig.model_fields) if f not in ("model", "load_format", "extra")]
+)
 def test_settings_that_differ_in_any_engine_setting_ask_for_another_engine(tmp_path, tiny_model, field):
     """The bug: the key left out seed, prefix caching, gpu_memory_utilization and
     max_num_batched_tokens, so the shared engine served requests it was not built for."""
@@ -108,7 +117,9 @@ def test_settings_that_differ_in_any_engine_setting_ask_for_another_engine(tmp_p
     a = make_settings(tmp_path / "home")
     b = make_settings(tmp_path / "home", **{SETTING_NAME.get(field, field): OTHER_VALUE[field]})
     assert engine_key(engine_config_from(a, tiny_model)) != engine_key(engine_config_from(b, tiny_model))
-    assert engine_key(engine_config_from(a, tiny_model)) == engine_key(engine_config_from(make_settings(tmp_path / "x"), tiny_model))
+    assert engine_key(engine_config_from(a, tiny_model)) == engine_key(
+        engine_config_from(make_settings(tmp_path / "x"), tiny_model)
+    )
 
 
 def test_golden_toml_keys_are_the_engine_settings(tmp_path, tiny_model):

@@ -37,14 +37,28 @@ def _env(home: Path, model: Path, **extra: str) -> dict[str, str]:
 
 
 def _ingest(env, files) -> None:
-    out = subprocess.run([*CLI, "ingest", *map(str, files), "--batch", "b1", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [*CLI, "ingest", *map(str, files), "--batch", "b1", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_tp2_float32_engine_summarizes_with_citations_that_resolve(tmp_path, tiny_model):
-    env = _env(tmp_path / "home", tiny_model, CONTRACTSUM_SUMMARY_MAX_CHARS="60", CONTRACTSUM_FINDING_MAX_CHARS="40", CONTRACTSUM_MAX_OUTPUT_TOKENS="512")
+    env = _env(
+        tmp_path / "home",
+        tiny_model,
+        CONTRACTSUM_SUMMARY_MAX_CHARS="60",
+        CONTRACTSUM_FINDING_MAX_CHARS="40",
+        CONTRACTSUM_MAX_OUTPUT_TOKENS="512",
+    )
     _ingest(env, [CORPUS / "commonpaper-mutual-nda-v1.pdf", CORPUS / "bonterms-cloud-terms-v1.pdf"])
-    out = subprocess.run([*CLI, "summarize", "--tp", "2", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [*CLI, "summarize", "--tp", "2", "--json"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)  # vLLM's logs must not pollute --json
     assert len(result["summarized"]) == 2 and not result["failed"]
@@ -82,7 +96,9 @@ def _assert_none_left(tree: list[psutil.Process]) -> None:
 
 def _start_wave(env: dict[str, str], db: str, *args: str) -> subprocess.Popen:
     """``contractsum summarize ARGS``, returned once its first wave is running (jobs leased)."""
-    proc = subprocess.Popen([*CLI, "summarize", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "summarize", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     factory = open_database(db)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # the engine run row appears once the engine is up
@@ -117,8 +133,12 @@ def test_killed_vllm_worker_fails_the_run_within_the_watchdog_limit_and_requeues
     limit = 60
     # Long answers keep the wave busy long enough to kill a worker in the middle of it.
     env = _env(
-        tmp_path / "home", tiny_model, CONTRACTSUM_SUMMARY_MAX_CHARS="4000", CONTRACTSUM_FINDING_MAX_CHARS="2000",
-        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096", CONTRACTSUM_ENGINE_STALL_SECONDS=str(limit),
+        tmp_path / "home",
+        tiny_model,
+        CONTRACTSUM_SUMMARY_MAX_CHARS="4000",
+        CONTRACTSUM_FINDING_MAX_CHARS="2000",
+        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096",
+        CONTRACTSUM_ENGINE_STALL_SECONDS=str(limit),
     )
     _ingest(env, sorted(CORPUS.glob("*.pdf")))
     db = f"sqlite:///{tmp_path / 'home' / 'contractsum.db'}"
@@ -152,21 +172,33 @@ def test_dead_engine_fails_the_batch_run_and_submit_exits_1(tmp_path, tiny_model
 
     home = tmp_path / "home"
     env = _env(
-        home, tiny_model, CONTRACTSUM_SUMMARY_MAX_CHARS="4000", CONTRACTSUM_FINDING_MAX_CHARS="2000",
-        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096", CONTRACTSUM_ENGINE_STALL_SECONDS="60", PREFECT_HOME=str(tmp_path / "prefect"),
+        home,
+        tiny_model,
+        CONTRACTSUM_SUMMARY_MAX_CHARS="4000",
+        CONTRACTSUM_FINDING_MAX_CHARS="2000",
+        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096",
+        CONTRACTSUM_ENGINE_STALL_SECONDS="60",
+        PREFECT_HOME=str(tmp_path / "prefect"),
         # vLLM told to log to stdout, at INFO: --json must still be one JSON document there.
-        VLLM_LOGGING_STREAM="ext://sys.stdout", VLLM_LOGGING_LEVEL="INFO",
+        VLLM_LOGGING_STREAM="ext://sys.stdout",
+        VLLM_LOGGING_LEVEL="INFO",
     )
     env.pop("PREFECT_API_URL", None)
     files = [CORPUS / "commonpaper-mutual-nda-v1.pdf", CORPUS / "bonterms-cloud-terms-v1.pdf"]
     proc = subprocess.Popen(
-        [*CLI, "submit", *map(str, files), "--name", "dies", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*CLI, "submit", *map(str, files), "--name", "dies", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:  # the engine run row appears once the engine is up
             try:
-                with closing(sqlite3.connect(f"file:{home / 'contractsum.db'}?mode=ro", uri=True)) as db:  # never creates it
+                with closing(
+                    sqlite3.connect(f"file:{home / 'contractsum.db'}?mode=ro", uri=True)
+                ) as db:  # never creates it
                     if db.execute("select count(*) from engine_runs").fetchone()[0]:
                         break
             except sqlite3.Error:
@@ -184,8 +216,9 @@ def test_dead_engine_fails_the_batch_run_and_submit_exits_1(tmp_path, tiny_model
     result = json.loads(out)  # fails on any log line before or after the document
     assert "INFO" in err  # vLLM did log, to stderr
     assert result["state"] == "FAILED" and result["exit_code"] == 1, result
-    assert "BatchFailed: the engine failed: " in result["message"] and "0 of 2 documents summarized" in result["message"], result["message"]
-
+    assert (
+        "BatchFailed: the engine failed: " in result["message"] and "0 of 2 documents summarized" in result["message"]
+    ), result["message"]
 
 
 def test_stalled_engine_fails_the_run_after_the_stall_limit_and_requeues_jobs(tmp_path, tiny_model):
@@ -193,8 +226,12 @@ def test_stalled_engine_fails_the_run_after_the_stall_limit_and_requeues_jobs(tm
     ``engine_stall_seconds`` (SIGSTOP freezes EngineCore, as a hung kernel or driver would)."""
     limit = 20
     env = _env(
-        tmp_path / "home", tiny_model, CONTRACTSUM_SUMMARY_MAX_CHARS="4000", CONTRACTSUM_FINDING_MAX_CHARS="2000",
-        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096", CONTRACTSUM_ENGINE_STALL_SECONDS=str(limit),
+        tmp_path / "home",
+        tiny_model,
+        CONTRACTSUM_SUMMARY_MAX_CHARS="4000",
+        CONTRACTSUM_FINDING_MAX_CHARS="2000",
+        CONTRACTSUM_MAX_OUTPUT_TOKENS="4096",
+        CONTRACTSUM_ENGINE_STALL_SECONDS=str(limit),
     )
     _ingest(env, sorted(CORPUS.glob("*.pdf"))[:4])
     db = f"sqlite:///{tmp_path / 'home' / 'contractsum.db'}"

@@ -22,7 +22,10 @@ def assert_matrix_citations_are_stored_sentences(factory, matrix) -> int:
     n = 0
     with factory() as s:
         for row in matrix.rows:
-            pages = {p.number: p.text for p in s.scalars(repo.select(repo.Page).where(repo.Page.document_id == row.document_id))}
+            pages = {
+                p.number: p.text
+                for p in s.scalars(repo.select(repo.Page).where(repo.Page.document_id == row.document_id))
+            }
             sentences = {f"S{x.ordinal}": x for x in repo.sentences_of(s, row.document_id)}
             for cell in row.cells.values():
                 if cell.status != "found":
@@ -44,17 +47,25 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     # min_clauses forces the random model to claim (and cite) something, so the checks see citations.
     settings = make_settings(tmp_path / "home", model=tiny_model, **{**TINY_OVERRIDES, "max_output_tokens": 1024})
     factory = open_database(settings.db_url)
-    result = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e",
-                           mode="whole")
+    result = run_cuad_eval(
+        factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e", mode="whole"
+    )
 
-    assert result["mode"] == "whole" and result["contracts"] == 2 and result["playbook"] == "cuad@1" and result["model"] == tiny_model.name
+    assert (
+        result["mode"] == "whole"
+        and result["contracts"] == 2
+        and result["playbook"] == "cuad@1"
+        and result["model"] == tiny_model.name
+    )
     assert result["files"]["ingested"] == 2 and not result["files"]["failed"]
     assert not result["review"]["failed"], result["review"]["failed"]
     assert len(result["categories"]) == 41
     for scores in (result["categories"], result["baseline"]["categories"]):
         assert all(SCORE_KEYS <= set(v) for v in scores.values())
     for part in ("micro", "macro"):
-        assert {"precision", "recall", "f1"} <= set(result[part]) and {"precision", "recall", "f1"} <= set(result["baseline"][part])
+        assert {"precision", "recall", "f1"} <= set(result[part]) and {"precision", "recall", "f1"} <= set(
+            result["baseline"][part]
+        )
     assert result["seconds"] > 0
     json.dumps(result)  # one JSON object, as --json prints
 
@@ -67,8 +78,9 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
     assert assert_matrix_citations_are_stored_sentences(factory, m) >= 2
 
     # a rerun finds everything reviewed: no engine work, the same scores
-    again = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e",
-                          mode="whole")
+    again = run_cuad_eval(
+        factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cuad-e2e", mode="whole"
+    )
     assert again["review"]["nothing_to_do"] and again["categories"] == result["categories"]
 
     # the matrix command over the same batch, without an engine
@@ -78,7 +90,20 @@ def test_eval_cuad_on_two_short_contracts_with_the_tiny_model(tmp_path, tiny_mod
 
     out = tmp_path / "m.json"
     ran = CliRunner().invoke(
-        app, ["--home", str(settings.home), "matrix", "--batch", "cuad-e2e", "--playbook", "cuad", "--format", "json", "--out", str(out)],
+        app,
+        [
+            "--home",
+            str(settings.home),
+            "matrix",
+            "--batch",
+            "cuad-e2e",
+            "--playbook",
+            "cuad",
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ],
         env={"CONTRACTSUM_MODEL": str(tiny_model)},
     )
     assert ran.exit_code == 0, ran.output
@@ -99,8 +124,9 @@ def test_eval_cuad_in_candidates_mode_cites_only_what_retrieval_proposed(tmp_pat
 
     settings = make_settings(tmp_path / "home", model=tiny_model, **TINY_OVERRIDES)
     factory = open_database(settings.db_url)
-    result = run_cuad_eval(factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cand",
-                           mode="candidates")
+    result = run_cuad_eval(
+        factory, settings, CUAD_EXAMPLES, limit=2, playbook="cuad", engine=engine, batch_name="cand", mode="candidates"
+    )
     assert result["mode"] == "candidates (k=5)" and result["contracts"] == 2 and len(result["categories"]) == 41
     assert not result["review"]["failed"], result["review"]["failed"]
     # at most one prompt per clause type and contract; a retry asks its contract's types again

@@ -53,7 +53,13 @@ def _report() -> dict:
                         "type": "termination",
                         "finding": "Either party may terminate on 30 days' notice.",
                         "citations": [
-                            {"sentence_id": "S20", "page": 4, "text": HOSTILE, "char_start": 0, "char_end": len(HOSTILE)},
+                            {
+                                "sentence_id": "S20",
+                                "page": 4,
+                                "text": HOSTILE,
+                                "char_start": 0,
+                                "char_end": len(HOSTILE),
+                            },
                             {
                                 "sentence_id": "S21",
                                 "page": 4,
@@ -120,7 +126,12 @@ def test_csv_has_one_row_per_citation_plus_one_per_document_without_clauses() ->
     assert rows[1]["text"] == HOSTILE  # quotes, commas and pipes survive csv quoting
     assert rows[0]["page"] == "3" and rows[0]["clause_type"] == "governing_law"
     failed = rows[-1]
-    assert (failed["source"], failed["status"], failed["clause_type"], failed["page"]) == ("lease.pdf", "failed", "", "")
+    assert (failed["source"], failed["status"], failed["clause_type"], failed["page"]) == (
+        "lease.pdf",
+        "failed",
+        "",
+        "",
+    )
 
 
 def test_csv_cells_that_look_like_formulas_are_defused() -> None:
@@ -137,7 +148,7 @@ def test_csv_cells_that_look_like_formulas_are_defused() -> None:
     assert rows[0]["source"] == "'=cmd|' /C calc'!A0.pdf"
     assert rows[0]["finding"] == "'+SUM(A1:A9)"
     assert rows[1]["text"] == "'-2+3"
-    assert rows[2]["text"] == "'@HYPERLINK(\"http://evil\",\"x\")"
+    assert rows[2]["text"] == '\'@HYPERLINK("http://evil","x")'
     assert rows[0]["text"].startswith("This Agreement")  # ordinary cells untouched
     assert rows[0]["document_id"] == "3"
 

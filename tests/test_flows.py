@@ -53,7 +53,9 @@ def _artifacts(flow_run_id) -> dict[str, object]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with _client() as c:
-        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.type: a for a in found}
 
 
@@ -114,10 +116,14 @@ def test_batch_with_a_bad_file_summarizes_the_rest_and_completes_with_the_reason
 
     exported = flow_settings.reports_dir / artifacts["markdown"].key.removeprefix("batch-report-") / "report.html"
     assert exported.is_file() and str(exported) in table
-    doc_statuses = {d["source"]: d["status"] for d in json.loads(exported.with_suffix(".json").read_text())["documents"]}
+    doc_statuses = {
+        d["source"]: d["status"] for d in json.loads(exported.with_suffix(".json").read_text())["documents"]
+    }
     assert doc_statuses == {NDA.name: "summarized", bad.name: "failed"}
     # the artifact and the result list the clauses found, not every type the playbook asked
-    (nda_doc,) = [d for d in json.loads(exported.with_suffix(".json").read_text())["documents"] if d["source"] == NDA.name]
+    (nda_doc,) = [
+        d for d in json.loads(exported.with_suffix(".json").read_text())["documents"] if d["source"] == NDA.name
+    ]
     found = [c["type"] for c in nda_doc["clauses"] if c["status"] == "found"]
     (nda_result,) = [r for r in result["documents"] if r["source"] == NDA.name]
     assert found and [c.split(" (")[0] for c in nda_result["clauses"]] == found, (found, nda_result)
@@ -147,7 +153,13 @@ def test_rerunning_a_batch_flow_resumes_it_and_redoes_no_finished_work(flow_sett
     contract = tmp_path / "short-nda.txt"
     contract.write_text(SHORT_CONTRACT)
     factory = open_database(flow_settings.db_url)
-    ingest_paths(factory, flow_settings, [contract], batch_name="resume-me", chunker=Chunker.for_model(flow_settings, flow_settings.model))
+    ingest_paths(
+        factory,
+        flow_settings,
+        [contract],
+        batch_name="resume-me",
+        chunker=Chunker.for_model(flow_settings, flow_settings.model),
+    )
 
     with local_run(flow_settings):
         first = summarize_batch(batch="resume-me", return_state=True)
@@ -192,7 +204,10 @@ def test_unreachable_database_is_retried_then_fails_the_run_with_the_reason(plai
     # Port 9 (discard) refuses at once; the retry delays are cut so the test waits no minutes.
     monkeypatch.setattr(batch.connect, "retry_delay_seconds", [0, 0])
     settings = make_settings(
-        plain_settings.home, **TINY_OVERRIDES, model=plain_settings.model, database_url="postgresql+psycopg://nobody:pw@127.0.0.1:9/none"
+        plain_settings.home,
+        **TINY_OVERRIDES,
+        model=plain_settings.model,
+        database_url="postgresql+psycopg://nobody:pw@127.0.0.1:9/none",
     )
     with local_run(settings):
         state = batch.summarize_batch(batch="b", paths=[str(NDA)], return_state=True)
@@ -242,7 +257,9 @@ def test_every_task_retries_only_through_the_transient_check():
     from flows import batch, nightly
 
     # Every task the flow modules define, found rather than listed, so a new one is checked too.
-    tasks = [t for m in (batch, nightly) for t in vars(m).values() if isinstance(t, Task) and t.__module__ == m.__name__]
+    tasks = [
+        t for m in (batch, nightly) for t in vars(m).values() if isinstance(t, Task) and t.__module__ == m.__name__
+    ]
     names = {t.name for t in tasks}
     assert {"connect", "ingest", "summarize", "report", "find-new-files"} <= names, names
     for t in tasks:
@@ -255,8 +272,13 @@ def test_report_table_escapes_hostile_file_names_and_text():
 
     report = {
         "documents": [
-            {"source": "evil|<script>x</script>.pdf", "status": "failed", "pages": None, "clauses": [],
-             "error": "bad\n| injected | row |"},
+            {
+                "source": "evil|<script>x</script>.pdf",
+                "status": "failed",
+                "pages": None,
+                "clauses": [],
+                "error": "bad\n| injected | row |",
+            },
         ]
     }
     md = BatchOutcome.from_report("b", report, None, None, Path("/r/report.html"), None).markdown()
@@ -342,8 +364,13 @@ def test_hostile_clause_names_and_engine_error_show_verbatim_in_the_report_artif
     error = f"CUDA error {HOSTILE}\n| fake | row | injected | here | now |\n"
     report = {
         "documents": [
-            {"source": "a.pdf", "status": "summarized", "pages": 3, "error": None,
-             "clauses": [{"type": clause, "citations": [{"page": 2}]}, {"type": "governing_law", "citations": []}]},
+            {
+                "source": "a.pdf",
+                "status": "summarized",
+                "pages": 3,
+                "error": None,
+                "clauses": [{"type": clause, "citations": [{"page": 2}]}, {"type": "governing_law", "citations": []}],
+            },
             {"source": "b.pdf", "status": "pending", "pages": 1, "error": None, "clauses": []},
         ]
     }
@@ -473,7 +500,9 @@ def test_prefect_environment_is_offline_loopback_and_under_contractsum_home(tmp_
 
 
 @pytest.mark.engine
-def test_submit_exits_3_listing_failed_documents_1_with_strict_and_its_timing_matches_status(flow_settings, tmp_path, monkeypatch):
+def test_submit_exits_3_listing_failed_documents_1_with_strict_and_its_timing_matches_status(
+    flow_settings, tmp_path, monkeypatch
+):
     from badfiles import encrypted_pdf
     from typer.testing import CliRunner
 
@@ -485,7 +514,11 @@ def test_submit_exits_3_listing_failed_documents_1_with_strict_and_its_timing_ma
         monkeypatch.setenv(key, value)
     # The command stops the process's engine when it ends; here that is the session's engine.
     monkeypatch.setattr(pipeline.engine.engine, "release_shared_engine", lambda: None)
-    env = {"CONTRACTSUM_HOME": str(flow_settings.home), "CONTRACTSUM_MODEL": str(flow_settings.model), "CONTRACTSUM_DTYPE": "float32"}
+    env = {
+        "CONTRACTSUM_HOME": str(flow_settings.home),
+        "CONTRACTSUM_MODEL": str(flow_settings.model),
+        "CONTRACTSUM_DTYPE": "float32",
+    }
     env.update({f"CONTRACTSUM_{k.upper()}": str(v) for k, v in TINY_OVERRIDES.items()})
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -508,7 +541,9 @@ def test_submit_exits_3_listing_failed_documents_1_with_strict_and_its_timing_ma
     (batch,) = status["batches"]
     assert (timing["contracts"], timing["pages"]) == (batch["documents"], batch["pages"]) == (1, 1)
     (engine_run,) = [r for r in status["engine_runs"] if r["id"] == timing["engine_run"]["id"]]
-    assert timing["engine_run"] == engine_run and engine_run["prompts"] >= 1 and engine_run["output_tokens_per_second"] > 0
+    assert (
+        timing["engine_run"] == engine_run and engine_run["prompts"] >= 1 and engine_run["output_tokens_per_second"] > 0
+    )
     assert timing["wall_seconds"] >= engine_run["wall_seconds"]
     from pipeline.cli.flows import timing_line
 
@@ -521,7 +556,9 @@ def test_submit_exits_3_listing_failed_documents_1_with_strict_and_its_timing_ma
     assert "timing:" not in strict.stdout
 
 
-def test_submit_of_only_unreadable_files_completes_with_exit_3_and_needs_no_engine(plain_settings, tmp_path, monkeypatch):
+def test_submit_of_only_unreadable_files_completes_with_exit_3_and_needs_no_engine(
+    plain_settings, tmp_path, monkeypatch
+):
     from badfiles import empty_file
     from typer.testing import CliRunner
 

@@ -159,16 +159,23 @@ def test_answers_are_read_leniently_and_a_truncated_answer_cites_nothing():
 
 def test_clause_coverage_needs_a_citation_on_a_page_labelled_for_that_clause():
     case = GoldenCase(
-        id="c", kind="summarize", contract="k", source="k.pdf", pages=[3, 4],
+        id="c",
+        kind="summarize",
+        contract="k",
+        source="k.pdf",
+        pages=[3, 4],
         sentences=[GoldenSentence(1, 3, "a"), GoldenSentence(2, 4, "b")],
-        expected={"termination": [4], "governing_law": [3]}, absent=["assignment"], max_tokens=10,
+        expected={"termination": [4], "governing_law": [3]},
+        absent=["assignment"],
+        max_tokens=10,
     )
 
     def answer(clauses: list[tuple[str, list[str]]]) -> GM.Answer:
         return GM.read_answer(json.dumps({"clauses": [{"type": t, "citations": c} for t, c in clauses]}))
 
     assert GM.found_clauses(case, answer([("termination", ["S2"]), ("governing_law", ["S2"])])) == {
-        "governing_law": False, "termination": True,
+        "governing_law": False,
+        "termination": True,
     }
     base = SideOutput("c", json.dumps({"clauses": [{"type": "termination", "citations": ["S2"]}]}), [1], [{1: 0.0}])
     cand = SideOutput("c", json.dumps({"clauses": [{"type": "assignment", "citations": ["S1"]}]}), [2], [{2: 0.0}])
@@ -271,8 +278,18 @@ def test_quantize_emulate_command_writes_the_checkpoint_and_reports_json(tiny_mo
 
     out = tmp_path / "emu-tensor"
     result = CliRunner().invoke(
-        app, ["--home", str(tmp_path / "home"), "quantize-emulate", "--model", str(tiny_model), "--out", str(out),
-              "--per-tensor", "--json"],
+        app,
+        [
+            "--home",
+            str(tmp_path / "home"),
+            "quantize-emulate",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--per-tensor",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -299,9 +316,24 @@ def _synthetic_outcome(gset, thresholds, tmp_path) -> tuple[GV.GoldenOutcome, di
     base = [side(c.id, [5, 6, 7, 8]) for c in gset.cases]
     cand = [side(c.id, [5, 6, 9] if i % 2 else [5, 6, 7, 8]) for i, c in enumerate(gset.cases)]
     comparison = GV.compare(gset, base, cand, thresholds)
-    cfg = {"spec": "bf16", "mode": "bf16", "model": "m", "engine": {"dtype": "bfloat16"}, "derived": None, "snapshot": {}}
-    outcome = GV.GoldenOutcome(comparison.verdict, "noise", gset.version, thresholds.version, cfg,
-                              {**cfg, "spec": "noise:0.1", "mode": "noise"}, comparison, tmp_path)
+    cfg = {
+        "spec": "bf16",
+        "mode": "bf16",
+        "model": "m",
+        "engine": {"dtype": "bfloat16"},
+        "derived": None,
+        "snapshot": {},
+    }
+    outcome = GV.GoldenOutcome(
+        comparison.verdict,
+        "noise",
+        gset.version,
+        thresholds.version,
+        cfg,
+        {**cfg, "spec": "noise:0.1", "mode": "noise"},
+        comparison,
+        tmp_path,
+    )
     return outcome, {"baseline": base, "candidate": cand}
 
 
@@ -347,7 +379,11 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONTRACTSUM_HOME": str(home), "PREFECT_HOME": str(home / "prefect")}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli.main", "--home", str(home), "golden", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -362,8 +398,9 @@ def ladder(engine, tiny_model, tmp_path_factory) -> dict:
     f32 = home / "f32.toml"
     f32.write_text(F32)
     factory = open_database(settings.db_url)
-    identical = GR.run_golden(settings, model=tiny_model, baseline=str(f32), candidate=str(f32), factory=factory,
-                             baseline_engine=engine)
+    identical = GR.run_golden(
+        settings, model=tiny_model, baseline=str(f32), candidate=str(f32), factory=factory, baseline_engine=engine
+    )
     saved = identical.report_dir / "baseline-outputs.json"
     small = GR.run_golden(settings, model=tiny_model, baseline=str(saved), candidate="noise:0.001", factory=factory)
     large = _cli(home, "--model", str(tiny_model), "--baseline", str(saved), "--candidate", "noise:0.1", "--json")
@@ -406,8 +443,16 @@ def test_cli_on_a_fresh_engine_reproduces_the_saved_baseline_and_stores_the_run(
     from storage.db import open_database
 
     home = ladder["home"]
-    result = _cli(home, "--model", str(tiny_model), "--baseline", str(ladder["saved"]), "--candidate",
-                  str(home / "f32.toml"), "--json")
+    result = _cli(
+        home,
+        "--model",
+        str(tiny_model),
+        "--baseline",
+        str(ladder["saved"]),
+        "--candidate",
+        str(home / "f32.toml"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     assert data["verdict"] == "PASS" and data["mode"] == "config"
@@ -450,7 +495,9 @@ def _golden_flow(ladder, tiny_model, candidate: str):
     from flows.golden import golden_check
 
     with local_run(make_settings(ladder["home"])):
-        state = golden_check(baseline=str(ladder["saved"]), candidate=candidate, model=str(tiny_model), return_state=True)
+        state = golden_check(
+            baseline=str(ladder["saved"]), candidate=candidate, model=str(tiny_model), return_state=True
+        )
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as c:
         run = c.read_flow_run(run_id)
@@ -473,7 +520,9 @@ def test_golden_flow_fails_the_run_on_fail_and_still_publishes_its_report(ladder
 @pytest.mark.slow
 def test_golden_flow_completes_on_pass_and_publishes_its_report(ladder, tiny_model, prefect_harness):
     state, run, artifacts = _golden_flow(ladder, tiny_model, str(ladder["home"] / "f32.toml"))
-    assert state.is_completed() and run.name.startswith("golden ") and run.state_type.value == "COMPLETED", state.message
+    assert state.is_completed() and run.name.startswith("golden ") and run.state_type.value == "COMPLETED", (
+        state.message
+    )
     result = state.result()
     assert result["verdict"] == "PASS" and result["mode"] == "config"
     assert result["checks"] and all(c["ok"] for c in result["checks"])
@@ -484,9 +533,26 @@ def test_golden_flow_completes_on_pass_and_publishes_its_report(ladder, tiny_mod
 def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_model(tmp_path):
     """The GPU check script, shrunk to run here (torch's CPU build has FP8 _scaled_mm too)."""
     result = subprocess.run(
-        [sys.executable, "scripts/gpu/golden_gpu.py", "--shape", "tiny", "--layers", "2", "--cases", "2",
-         "--max-new-tokens", "8", "--device", "cpu", "--out", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/gpu/golden_gpu.py",
+            "--shape",
+            "tiny",
+            "--layers",
+            "2",
+            "--cases",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "golden_gpu.json").read_text())
@@ -504,9 +570,24 @@ def test_gpu_script_compares_bf16_emulated_and_real_fp8_gemms_on_a_small_random_
 def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(tiny_model, tmp_path):
     """``golden.sh`` runs the script with ``--model`` (SmolLM2 there): the tokenizer path."""
     result = subprocess.run(
-        [sys.executable, "scripts/gpu/golden_gpu.py", "--model", str(tiny_model), "--cases", "3",
-         "--max-new-tokens", "6", "--device", "cpu", "--out", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/gpu/golden_gpu.py",
+            "--model",
+            str(tiny_model),
+            "--cases",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "golden_gpu.json").read_text())
@@ -523,7 +604,9 @@ def test_gpu_script_runs_the_golden_prompts_through_a_checkpoints_chat_template(
 
 def test_the_gpu_baseline_config_is_bf16_eager_and_fp8_real_builds_on_it(tiny_model, tmp_path):
     settings = make_settings(tmp_path / "home")
-    base = GR.resolve_config(str(REPO_ROOT / "scripts" / "gpu" / "golden-bf16.toml"), model=tiny_model, settings=settings)
+    base = GR.resolve_config(
+        str(REPO_ROOT / "scripts" / "gpu" / "golden-bf16.toml"), model=tiny_model, settings=settings
+    )
     assert base.engine["dtype"] == "bfloat16" and base.engine["enforce_eager"] is True
     cand = GR.resolve_config("fp8:real", model=tiny_model, settings=settings, baseline=base)
     assert cand.mode == "real-fp8"

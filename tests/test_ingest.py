@@ -141,16 +141,40 @@ def test_corpus_txt_file_reads_as_the_same_pages_as_its_pdf(contract_id):
 
 # Phrases read from the corpus and checked by hand against the manifest's clause pages.
 KNOWN_SENTENCES = [
-    ("commonpaper-mutual-nda-v1", 4, "Neither party may assign this MNDA without the prior written consent of the other party"),
+    (
+        "commonpaper-mutual-nda-v1",
+        4,
+        "Neither party may assign this MNDA without the prior written consent of the other party",
+    ),
     ("commonpaper-mutual-nda-v1", 4, "governed by, and construed in accordance with, the laws of the State"),
-    ("commonpaper-cloud-service-agreement", 6, "The liability cap in Section 8.1(a) does not apply to any Increased Claims."),
+    (
+        "commonpaper-cloud-service-agreement",
+        6,
+        "The liability cap in Section 8.1(a) does not apply to any Increased Claims.",
+    ),
     ("commonpaper-cloud-service-agreement", 7, "Provider will indemnify, defend, and hold harmless Customer"),
-    ("commonpaper-cloud-service-agreement", 9, "The Governing Law will govern all interpretations and disputes about this Agreement"),
-    ("bonterms-cloud-terms-v1", 5, "The Governing Law governs this Agreement and any action arising out of or relating to this Agreement"),
+    (
+        "commonpaper-cloud-service-agreement",
+        9,
+        "The Governing Law will govern all interpretations and disputes about this Agreement",
+    ),
+    (
+        "bonterms-cloud-terms-v1",
+        5,
+        "The Governing Law governs this Agreement and any action arising out of or relating to this Agreement",
+    ),
     ("bonterms-professional-services-agreement-v1.2", 10, "The Governing Law governs this Agreement and any Action"),
     ("github-terms-of-service", 16, "You agree to indemnify us, defend us, and hold us harmless"),
-    ("cuad-meritlife-master-services-agreement", 8, "governed by and construed in accordance with the laws of the Arizona"),
-    ("cuad-netgear-ingram-distributor-agreement", 8, "This Agreement may not be assigned by either party without prior written permission"),
+    (
+        "cuad-meritlife-master-services-agreement",
+        8,
+        "governed by and construed in accordance with the laws of the Arizona",
+    ),
+    (
+        "cuad-netgear-ingram-distributor-agreement",
+        8,
+        "This Agreement may not be assigned by either party without prior written permission",
+    ),
 ]
 
 # Section headings that must come out as sentences of their own, on the manifest's page.
@@ -183,7 +207,10 @@ def test_numbered_list_items_start_their_own_sentences_in_the_corpus():
     texts = sentence_texts(extracted("commonpaper-cloud-service-agreement"), 3)
     assert "4. Payment & Taxes" in texts
     assert "1. Fees." in texts
-    assert "Unless the Order Form specifies a different currency, all Fees are in U.S. Dollars and are exclusive of taxes." in texts
+    assert (
+        "Unless the Order Form specifies a different currency, all Fees are in U.S. Dollars and are exclusive of taxes."
+        in texts
+    )
 
 
 def test_line_end_hyphens_in_corpus_compounds_are_kept():
@@ -228,9 +255,14 @@ def test_split_keeps_section_numbers_and_decimals_inside_sentences():
 
 
 def test_split_breaks_on_question_exclamation_quotes_brackets_and_numbers():
-    text = 'Is it due? Yes! “Fees” means money. (a) First item. 2. Second item. It is done.'
+    text = "Is it due? Yes! “Fees” means money. (a) First item. 2. Second item. It is done."
     assert sentences_of(text) == [
-        "Is it due?", "Yes!", "“Fees” means money.", "(a) First item.", "2. Second item.", "It is done.",
+        "Is it due?",
+        "Yes!",
+        "“Fees” means money.",
+        "(a) First item.",
+        "2. Second item.",
+        "It is done.",
     ]
 
 
@@ -264,7 +296,9 @@ def test_split_of_hostile_text_is_linear_not_quadratic():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(alphabet=st.one_of(st.sampled_from(list("aZ1 .!?\n\t“”\"()\u00a0\u2028")), st.characters()), max_size=300))
+@given(
+    st.text(alphabet=st.one_of(st.sampled_from(list('aZ1 .!?\n\t“”"()\u00a0\u2028')), st.characters()), max_size=300)
+)
 def test_split_spans_are_ordered_stripped_and_cover_all_non_whitespace(text):
     spans = split_sentences(text)
     position = 0
@@ -277,7 +311,11 @@ def test_split_spans_are_ordered_stripped_and_cover_all_non_whitespace(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.one_of(st.sampled_from(list("aZ1 .-\n\t\f\r\x00\x07\u00ad\ufb01")), st.characters()), max_size=300))
+@given(
+    st.text(
+        alphabet=st.one_of(st.sampled_from(list("aZ1 .-\n\t\f\r\x00\x07\u00ad\ufb01")), st.characters()), max_size=300
+    )
+)
 def test_cleaned_text_has_no_control_chars_and_its_sentences_no_newlines(raw):
     cleaned = clean_page_text(raw)
     assert cleaned == cleaned.strip()
@@ -330,7 +368,9 @@ def test_clean_keeps_a_lone_bullet_with_its_item():
 
 
 def test_clean_normalizes_unicode_whitespace_and_control_characters():
-    raw = "Cafe\u0301\u00a0\u00a0costs\t\tfive\x00 dol\u00adlars;\r\nthe ﬁnal\x07 price\u200b.\r\n\r\n\fNext  paragraph."
+    raw = (
+        "Cafe\u0301\u00a0\u00a0costs\t\tfive\x00 dol\u00adlars;\r\nthe ﬁnal\x07 price\u200b.\r\n\r\n\fNext  paragraph."
+    )
     assert clean_page_text(raw) == "Café costs five dollars; the final price.\n\nNext paragraph."
 
 
@@ -582,7 +622,16 @@ def test_binary_file_renamed_txt_fails_as_not_text(tmp_path):
 @pytest.fixture
 def inbox(tmp_path: Path) -> Path:
     root = tmp_path / "inbox"
-    for name in ["b.pdf", "a.PDF", "sub/c.txt", "sub/deeper/d.pdf", ".hidden.pdf", ".git/e.pdf", "notes.docx", "sub/f.md"]:
+    for name in [
+        "b.pdf",
+        "a.PDF",
+        "sub/c.txt",
+        "sub/deeper/d.pdf",
+        ".hidden.pdf",
+        ".git/e.pdf",
+        "notes.docx",
+        "sub/f.md",
+    ]:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")

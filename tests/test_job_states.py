@@ -11,14 +11,29 @@ from storage.models import Job
 
 def _doc(s, batch):
     return repo.add_document(
-        s, batch, sha256="b" * 64, source="x.pdf", source_path="/x.pdf", kind="pdf", size_bytes=10, status="ok",
-        pages=[(1, "One. Two.", True)], sentences=[(1, 1, 0, 4, "One."), (2, 1, 5, 9, "Two.")],
+        s,
+        batch,
+        sha256="b" * 64,
+        source="x.pdf",
+        source_path="/x.pdf",
+        kind="pdf",
+        size_bytes=10,
+        status="ok",
+        pages=[(1, "One. Two.", True)],
+        sentences=[(1, 1, 0, 4, "One."), (2, 1, 5, 9, "Two.")],
     )
 
 
 def _row(kind: str, doc_id: int, level: int, ordinal: int) -> dict:
-    return {"kind": kind, "document_id": doc_id, "prompt_version": "v1", "plan": "p1", "level": level,
-            "ordinal": ordinal, "inputs": [0, 1] if kind == "reduce" else None}
+    return {
+        "kind": kind,
+        "document_id": doc_id,
+        "prompt_version": "v1",
+        "plan": "p1",
+        "level": level,
+        "ordinal": ordinal,
+        "inputs": [0, 1] if kind == "reduce" else None,
+    }
 
 
 def test_enqueue_builds_the_keys_stored_databases_hold_and_never_queues_twice(factory):

@@ -112,8 +112,13 @@ def test_prefect_artifact_keeps_hostile_text_inert():
     report = {
         "documents": [
             {"source": HOSTILE, "status": "failed", "pages": None, "clauses": [], "error": HOSTILE},
-            {"source": "ok.pdf", "status": "summarized", "pages": 3, "error": None,
-             "clauses": [{"type": HOSTILE, "citations": [{"page": 2}]}]},
+            {
+                "source": "ok.pdf",
+                "status": "summarized",
+                "pages": 3,
+                "error": None,
+                "clauses": [{"type": HOSTILE, "citations": [{"page": 2}]}],
+            },
         ]
     }
     md = BatchOutcome.from_report(HOSTILE, report, None, None, Path("/r/report.html"), HOSTILE).markdown()

@@ -32,14 +32,18 @@ from pipeline.reports.matrix import (
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "cuad"
 
 HOSTILE = 'Notice <script>alert(1)</script> to " onmouseover=alert(2) x=" | [link](http://x) *bold* & co'
-FORMULAS = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2+3", "@SUM(A1)", "=cmd|' /C calc'!A0"]
+FORMULAS = ['=HYPERLINK("http://evil","x")', "+1+1", "-2+3", "@SUM(A1)", "=cmd|' /C calc'!A0"]
 
 COLUMNS = [
     MatrixColumn(id="governing_law", label="Governing Law", kind="place", cuad_category="Governing Law"),
     MatrixColumn(id="cap_on_liability", label="Cap On Liability", kind="yes_no", cuad_category="Cap On Liability"),
     MatrixColumn(id="renewal_term", label="Renewal Term", kind="duration", cuad_category="Renewal Term"),
-    MatrixColumn(id="notice", label="Notice Period To Terminate Renewal", kind="duration",
-                 cuad_category="Notice Period To Terminate Renewal"),
+    MatrixColumn(
+        id="notice",
+        label="Notice Period To Terminate Renewal",
+        kind="duration",
+        cuad_category="Notice Period To Terminate Renewal",
+    ),
     MatrixColumn(id="audit_rights", label="Audit Rights", kind="yes_no", cuad_category="Audit Rights"),
 ]
 
@@ -50,23 +54,49 @@ def _cit(page: int, sid: str, text: str, ocr: bool = False) -> MatrixCitation:
 
 def _matrix() -> Matrix:
     rows = [
-        MatrixRow(document_id=1, source="acme-msa.pdf", cells={
-            "governing_law": MatrixCell(status="found", answer="Delaware", finding="Delaware law governs.",
-                                        citations=[_cit(7, "S88", "This Agreement is governed by the laws of Delaware.")]),
-            "cap_on_liability": MatrixCell(status="not_found"),
-            "renewal_term": MatrixCell(status="found", answer="1 year", citations=[
-                _cit(2, "S10", "It renews for successive one (1) year terms."), _cit(2, "S11", "Renewal is automatic.")]),
-            "notice": MatrixCell(status="not_asked"),
-            "audit_rights": MatrixCell(status="failed"),
-        }),
-        MatrixRow(document_id=2, source="=evil.pdf", cells={
-            "governing_law": MatrixCell(status="found", answer=FORMULAS[0], citations=[_cit(1, "S1", HOSTILE, ocr=True)]),
-            "cap_on_liability": MatrixCell(status="found", finding=HOSTILE,
-                                           citations=[_cit(3, "S30", f) for f in FORMULAS[1:]]),
-            "renewal_term": MatrixCell(status="not_found"),
-            # "notice" missing on purpose: a clause type without a cell is not asked
-            "audit_rights": MatrixCell(status="found", citations=[_cit(4, "S40", "It's \u201cquoted\u201d, with 'quotes' and \\ backslash\nand a newline.")]),
-        }),
+        MatrixRow(
+            document_id=1,
+            source="acme-msa.pdf",
+            cells={
+                "governing_law": MatrixCell(
+                    status="found",
+                    answer="Delaware",
+                    finding="Delaware law governs.",
+                    citations=[_cit(7, "S88", "This Agreement is governed by the laws of Delaware.")],
+                ),
+                "cap_on_liability": MatrixCell(status="not_found"),
+                "renewal_term": MatrixCell(
+                    status="found",
+                    answer="1 year",
+                    citations=[
+                        _cit(2, "S10", "It renews for successive one (1) year terms."),
+                        _cit(2, "S11", "Renewal is automatic."),
+                    ],
+                ),
+                "notice": MatrixCell(status="not_asked"),
+                "audit_rights": MatrixCell(status="failed"),
+            },
+        ),
+        MatrixRow(
+            document_id=2,
+            source="=evil.pdf",
+            cells={
+                "governing_law": MatrixCell(
+                    status="found", answer=FORMULAS[0], citations=[_cit(1, "S1", HOSTILE, ocr=True)]
+                ),
+                "cap_on_liability": MatrixCell(
+                    status="found", finding=HOSTILE, citations=[_cit(3, "S30", f) for f in FORMULAS[1:]]
+                ),
+                "renewal_term": MatrixCell(status="not_found"),
+                # "notice" missing on purpose: a clause type without a cell is not asked
+                "audit_rights": MatrixCell(
+                    status="found",
+                    citations=[
+                        _cit(4, "S40", "It's \u201cquoted\u201d, with 'quotes' and \\ backslash\nand a newline.")
+                    ],
+                ),
+            },
+        ),
     ]
     return Matrix(batch="nightly", playbook="cuad", playbook_version="1", columns=COLUMNS, rows=rows)
 
@@ -143,7 +173,9 @@ def test_json_carries_source_status_answer_and_citations_per_clause():
     assert first["source"] == "acme-msa.pdf"
     gl = first["clauses"]["governing_law"]
     assert gl["status"] == "found" and gl["answer"] == "Delaware"
-    assert gl["citations"] == [{"page": 7, "sentence_id": "S88", "text": "This Agreement is governed by the laws of Delaware.", "ocr": False}]
+    assert gl["citations"] == [
+        {"page": 7, "sentence_id": "S88", "text": "This Agreement is governed by the laws of Delaware.", "ocr": False}
+    ]
     assert first["clauses"]["cap_on_liability"]["status"] == "not_found"
     assert first["clauses"]["notice"]["status"] == "not_asked"
     assert second["clauses"]["notice"]["status"] == "not_asked"

@@ -53,7 +53,9 @@ def test_tesseract_is_installed_here():
 
 
 @pytest.mark.engine
-def test_scanned_contract_is_ocrd_summarized_and_every_citation_is_on_its_ocr_page(tmp_path, tiny_model, engine, reference_pages):
+def test_scanned_contract_is_ocrd_summarized_and_every_citation_is_on_its_ocr_page(
+    tmp_path, tiny_model, engine, reference_pages
+):
     from pipeline.reports.export import render
     from pipeline.reports.report import build_report
     from pipeline.review.summarize import summarize
@@ -62,7 +64,9 @@ def test_scanned_contract_is_ocrd_summarized_and_every_citation_is_on_its_ocr_pa
     scan = scans.scanned_copy(NDA, tmp_path / "nda-scan.pdf", dpi=DPI)
     settings = make_settings(tmp_path / "home", **TINY_OVERRIDES, model=tiny_model, **OCR_AT_200)
     factory = open_database(settings.db_url)
-    report = ingest_paths(factory, settings, [scan], batch_name="scans", chunker=Chunker.for_model(settings, tiny_model), workers=2)
+    report = ingest_paths(
+        factory, settings, [scan], batch_name="scans", chunker=Chunker.for_model(settings, tiny_model), workers=2
+    )
     [outcome] = report.files
     assert outcome.status == "ok", outcome.reason
     assert outcome.ocr_pages == 4 and outcome.reason.startswith("4 of 4 pages read by OCR (tesseract ")
@@ -99,7 +103,9 @@ def test_scanned_contract_is_ocrd_summarized_and_every_citation_is_on_its_ocr_pa
 
     from pipeline.cli.main import app
 
-    shown = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "show", str(outcome.document_id)], catch_exceptions=False)
+    shown = CliRunner().invoke(
+        app, ["--home", str(tmp_path / "home"), "show", str(outcome.document_id)], catch_exceptions=False
+    )
     assert shown.exit_code == 0, shown.output
     assert "4 of 4 pages read by OCR" in shown.output and "(OCR" in shown.output
 
@@ -172,7 +178,9 @@ def test_ocr_off_keeps_todays_behaviour(tmp_path, factory):
     scan = scans.scanned_copy(NDA, tmp_path / "nda-scan.pdf", dpi=DPI, pages=[0])
     settings = make_settings(tmp_path / "home", ocr="off")
     report = ingest_paths(factory, settings, [image_only, scan], batch_name="off")
-    assert [(f.status, f.reason, f.ocr_pages) for f in report.files] == [("needs_ocr", "no text layer on page 1 (needs OCR)", 0)] * 2
+    assert [(f.status, f.reason, f.ocr_pages) for f in report.files] == [
+        ("needs_ocr", "no text layer on page 1 (needs OCR)", 0)
+    ] * 2
     assert not report.notices
     with factory() as s:
         pages = s.query(Page).all()
@@ -230,7 +238,9 @@ def test_image_only_pages_ocr_cannot_read_end_needs_ocr_with_a_reason(tmp_path):
             assert len(ex.reason) > len("no text layer on page 1 (needs OCR): ")
         else:
             assert ex.pages[0].text_source == "ocr" and ex.pages[0].has_text
-    assert ingest.extract(blank, ocr=ocr.OcrConfig(mode="auto", dpi=100)).reason.endswith("OCR found no words on page 1")
+    assert ingest.extract(blank, ocr=ocr.OcrConfig(mode="auto", dpi=100)).reason.endswith(
+        "OCR found no words on page 1"
+    )
 
 
 def test_tsv_words_come_back_as_lines_and_paragraphs_with_a_length_weighted_confidence():
@@ -259,16 +269,35 @@ def _tsv(*words: tuple[int, int, int, str]) -> str:
 
 def test_section_numbers_split_off_their_lines_trigger_the_one_column_reading_unless_it_lost_text():
     # Mode 3 on a page with hanging numbers: "2.10." and "2.11." alone in blocks of their own.
-    split = _tsv((1, 1, 1, "2.10."), (2, 1, 1, "2.11."), (3, 1, 1, '"Content"'), (3, 1, 1, "means"),
-                 (4, 1, 1, '"Cover"'), (4, 1, 1, "means"))
+    split = _tsv(
+        (1, 1, 1, "2.10."),
+        (2, 1, 1, "2.11."),
+        (3, 1, 1, '"Content"'),
+        (3, 1, 1, "means"),
+        (4, 1, 1, '"Cover"'),
+        (4, 1, 1, "means"),
+    )
     assert ocr.detached_enumerators(split) == 2
     # Numbers on their lines, a heading "1. Scope" of two words, a lone word: nothing detached.
-    whole = _tsv((1, 1, 1, "2.10."), (1, 1, 1, '"Content"'), (1, 1, 1, "means"), (2, 1, 1, "1."),
-                 (2, 1, 1, "Scope"), (3, 1, 1, "Signature"), (4, 1, 1, "(a)b"))
+    whole = _tsv(
+        (1, 1, 1, "2.10."),
+        (1, 1, 1, '"Content"'),
+        (1, 1, 1, "means"),
+        (2, 1, 1, "1."),
+        (2, 1, 1, "Scope"),
+        (3, 1, 1, "Signature"),
+        (4, 1, 1, "(a)b"),
+    )
     assert ocr.detached_enumerators(whole) == 0
     assert ocr.detached_enumerators(_tsv((1, 1, 1, "(3)"), (2, 1, 1, "4)"), (3, 1, 1, "1.2"))) == 3
-    one_column = _tsv((1, 1, 1, "2.10."), (1, 1, 1, '"Content"'), (1, 1, 1, "means"), (1, 1, 2, "2.11."),
-                      (1, 1, 2, '"Cover"'), (1, 1, 2, "means"))
+    one_column = _tsv(
+        (1, 1, 1, "2.10."),
+        (1, 1, 1, '"Content"'),
+        (1, 1, 1, "means"),
+        (1, 1, 2, "2.11."),
+        (1, 1, 2, '"Cover"'),
+        (1, 1, 2, "means"),
+    )
     assert ocr.choose_reading(split, one_column).text == '2.10. "Content" means\n2.11. "Cover" means'
     # A one-column reading that dropped text (as mode 4 does on a crooked page) is not taken.
     lossy = _tsv((1, 1, 1, "2.10."), (1, 1, 1, '"Content"'), (1, 1, 1, "means"))
@@ -280,8 +309,11 @@ def test_line_slope_tells_a_crooked_page_from_a_straight_one():
     head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
 
     def page(rise: int) -> str:  # two lines of four words 600 px apart, the last word ``rise`` px lower
-        rows = [f"5\t1\t1\t1\t{ln}\t{i}\t{200 + 200 * i}\t{100 * ln + rise * i // 3}\t150\t30\t95\tword"
-                for ln in (1, 2) for i in range(4)]
+        rows = [
+            f"5\t1\t1\t1\t{ln}\t{i}\t{200 + 200 * i}\t{100 * ln + rise * i // 3}\t150\t30\t95\tword"
+            for ln in (1, 2)
+            for i in range(4)
+        ]
         return "\n".join([head, *rows])
 
     assert ocr.line_slope(page(0)) == 0.0
@@ -324,15 +356,30 @@ def test_reports_mark_citations_resting_on_ocr_text_and_flag_low_confidence_page
 
     cite = {"sentence_id": "S1", "page": 1, "text": "The Supplier shall deliver.", "char_start": 0, "char_end": 27}
     report = {
-        "generated_at": "2026-12-02T00:00:00+00:00", "batch": "b",
-        "documents": [{
-            "document_id": 1, "source": "scan.pdf", "pages": 3, "status": "summarized", "summary": "s",
-            "ocr_pages": 2, "low_confidence_pages": [2],
-            "clauses": [{"type": "delivery", "finding": "f", "citations": [
-                cite, {**cite, "sentence_id": "S2", "ocr": True, "ocr_confidence": 91.0},
-                {**cite, "sentence_id": "S3", "page": 2, "ocr": True, "ocr_confidence": 42.0},
-            ]}],
-        }],
+        "generated_at": "2026-12-02T00:00:00+00:00",
+        "batch": "b",
+        "documents": [
+            {
+                "document_id": 1,
+                "source": "scan.pdf",
+                "pages": 3,
+                "status": "summarized",
+                "summary": "s",
+                "ocr_pages": 2,
+                "low_confidence_pages": [2],
+                "clauses": [
+                    {
+                        "type": "delivery",
+                        "finding": "f",
+                        "citations": [
+                            cite,
+                            {**cite, "sentence_id": "S2", "ocr": True, "ocr_confidence": 91.0},
+                            {**cite, "sentence_id": "S3", "page": 2, "ocr": True, "ocr_confidence": 42.0},
+                        ],
+                    }
+                ],
+            }
+        ],
     }
     csv_rows = render(report, "csv").splitlines()
     assert csv_rows[0].endswith(",text_source")

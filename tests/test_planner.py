@@ -70,7 +70,11 @@ def test_param_counts_match_transformers_llama_built_on_meta_device():
         cfg = transformers.AutoConfig.from_pretrained(str(planner.CONFIGS_DIR / f"{name}.json"))
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(cfg)
-        assert sum(p.numel() for p in model.parameters()) == expected == planner.param_counts(planner.load_shape(name)).total
+        assert (
+            sum(p.numel() for p in model.parameters())
+            == expected
+            == planner.param_counts(planner.load_shape(name)).total
+        )
 
 
 def test_bf16_weight_bytes_are_two_per_param(shape_8b, shape_70b):
@@ -218,7 +222,11 @@ def test_model_accepts_folder_file_and_shipped_name(tmp_path: Path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "config.json").write_text((planner.CONFIGS_DIR / "llama-3.1-8b.json").read_text())
-    shapes = [planner.load_shape(folder), planner.load_shape(folder / "config.json"), planner.load_shape("llama-3.1-8b")]
+    shapes = [
+        planner.load_shape(folder),
+        planner.load_shape(folder / "config.json"),
+        planner.load_shape("llama-3.1-8b"),
+    ]
     assert {planner.param_counts(s).total for s in shapes} == {PARAMS_8B}
 
 
@@ -235,7 +243,9 @@ def test_missing_or_malformed_config_is_config_error(tmp_path: Path):
 
 
 def test_cli_json_for_70b_fp8_on_eight_gpus():
-    result = runner.invoke(app, ["plan", "--model", "llama-3.1-70b", "--gpus", "8", "--gpu-mem", "80", "--dtype", "fp8", "--json"])
+    result = runner.invoke(
+        app, ["plan", "--model", "llama-3.1-70b", "--gpus", "8", "--gpu-mem", "80", "--dtype", "fp8", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["weights_bytes"] == FP8_70B_BYTES
@@ -248,7 +258,9 @@ def test_cli_json_for_70b_fp8_on_eight_gpus():
 
 
 def test_cli_table_names_units_and_recommendation():
-    result = runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--gpus", "8", "--gpu-mem", "80"], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["plan", "--model", "llama-3.1-8b", "--gpus", "8", "--gpu-mem", "80"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     assert "16.06 GB" in result.output and "GiB" in result.output
     assert "Recommended TP: 2" in result.output

@@ -53,8 +53,14 @@ def generated_playbook(tmp_path: Path, n: int = 41):
     """A 41-type playbook with every answer kind (the size of CUAD's)."""
     lines = ['name = "big"', 'version = "1"', 'description = "generated"']
     for i in range(n):
-        lines += ["[[clause]]", f'id = "type_{i:02d}"', f'label = "Type {i}"', f'kind = "{KINDS[i % len(KINDS)]}"',
-                  f'question = "Question number {i}?"', f'cuad_category = "Category {i}"']
+        lines += [
+            "[[clause]]",
+            f'id = "type_{i:02d}"',
+            f'label = "Type {i}"',
+            f'kind = "{KINDS[i % len(KINDS)]}"',
+            f'question = "Question number {i}?"',
+            f'cuad_category = "Category {i}"',
+        ]
     return load_playbook(write_playbook(tmp_path, "big", "\n".join(lines) + "\n"))
 
 
@@ -70,7 +76,9 @@ def test_default_playbook_is_todays_seven_types_and_renders_prompt_v1_unchanged(
     assert load_template(PROMPTS, "summarize", "v1").user == tpl.user
     # and the answer schema is the one the default always had: no "answer" field
     item = json_schema([1, 2], None, book)["properties"]["clauses"]["items"]
-    assert item["required"] == ["type", "finding", "citations"] and item["properties"]["type"]["enum"] == list(CLAUSE_TYPES)
+    assert item["required"] == ["type", "finding", "citations"] and item["properties"]["type"]["enum"] == list(
+        CLAUSE_TYPES
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,7 +90,10 @@ def test_default_playbook_is_todays_seven_types_and_renders_prompt_v1_unchanged(
         (GOOD.replace('question = "Which law governs?"\n', ""), "clause[1] (law).question"),
         (GOOD.replace('version = "2"\n', ""), "field version"),
         (GOOD.replace('description = "test"', 'description = "test"\ncolour = "red"'), "field colour"),
-        (GOOD.replace('question = "Is liability capped?"', 'question = "Is liability capped?"\nweight = 3'), "clause[0] (cap).weight"),
+        (
+            GOOD.replace('question = "Is liability capped?"', 'question = "Is liability capped?"\nweight = 3'),
+            "clause[0] (cap).weight",
+        ),
         (GOOD.replace('name = "{name}"', 'name = "other"'), "field name"),
         ('name = "bad"\nversion = "1"\n', "field clause"),
         ("name = [unclosed", "not valid TOML"),
@@ -136,11 +147,20 @@ def test_the_schema_of_a_41_type_playbook_accepts_only_its_ids_and_this_prompts_
     assert items["items"]["required"] == ["type", "finding", "answer", "citations"]
 
     def answer(ctype: str, cites: list[str]) -> dict:
-        return {"summary": "s", "parties": [], "dates": [],
-                "clauses": [{"type": ctype, "finding": "f", "answer": "30 days", "citations": cites}]}
+        return {
+            "summary": "s",
+            "parties": [],
+            "dates": [],
+            "clauses": [{"type": ctype, "finding": "f", "answer": "30 days", "citations": cites}],
+        }
 
     jsonschema.validate(answer("type_40", ["S3", "S9"]), schema)
-    for bad in (answer("indemnification", ["S3"]), answer("type_41", ["S3"]), answer("type_01", ["S4"]), answer("type_01", [])):
+    for bad in (
+        answer("indemnification", ["S3"]),
+        answer("type_41", ["S3"]),
+        answer("type_01", ["S4"]),
+        answer("type_01", []),
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
     # parse_output applies the same rules to what the engine returns
@@ -170,7 +190,14 @@ def _store_document(s, name: str = "a.pdf"):
 
     batch = repo.get_or_create_batch(s, "b1")
     doc = repo.add_document(
-        s, batch, sha256=(name * 64)[:64], source=name, source_path=f"/x/{name}", kind="pdf", size_bytes=10, status="ok",
+        s,
+        batch,
+        sha256=(name * 64)[:64],
+        source=name,
+        source_path=f"/x/{name}",
+        kind="pdf",
+        size_bytes=10,
+        status="ok",
         pages=[(1, "Liability is capped at fees paid. Delaware law governs.", True)],
         sentences=[(1, 1, 0, 33, "Liability is capped at fees paid."), (2, 1, 34, 55, "Delaware law governs.")],
     )
@@ -184,11 +211,21 @@ def _reviewed_by_asked_seen_through_wider(tmp_path, factory):
     from pipeline.review.summarize import store_summary
 
     asked = load_playbook(write_playbook(tmp_path / "a", "asked"))  # cap (yes_no), law (place)
-    wider = load_playbook(write_playbook(tmp_path / "w", "asked", GOOD.format(name="asked") + (
-        '[[clause]]\nid = "audit"\nlabel = "Audit rights"\nkind = "yes_no"\nquestion = "Audit?"\n')))
+    wider = load_playbook(
+        write_playbook(
+            tmp_path / "w",
+            "asked",
+            GOOD.format(name="asked")
+            + ('[[clause]]\nid = "audit"\nlabel = "Audit rights"\nkind = "yes_no"\nquestion = "Audit?"\n'),
+        )
+    )
     result = ContractSummary.model_validate(
-        {"summary": "s", "parties": [], "dates": [],
-         "clauses": [{"type": "law", "finding": "Delaware law.", "answer": "Delaware", "citations": ["S2"]}]}
+        {
+            "summary": "s",
+            "parties": [],
+            "dates": [],
+            "clauses": [{"type": "law", "finding": "Delaware law.", "answer": "Delaware", "citations": ["S2"]}],
+        }
     )
     with factory.begin() as s:
         doc = _store_document(s)
@@ -206,24 +243,38 @@ def test_found_not_found_and_not_asked_stay_apart_through_storage_exports_and_th
     with factory() as s:
         rows = {c.type: c for c in repo.clauses_of(s, repo.summary_for(s, doc.id, "v1/asked@2").id)}
         assert {t: (r.status, r.answer, r.playbook, r.playbook_version) for t, r in rows.items()} == {
-            "law": ("found", "Delaware", "asked", "2"), "cap": ("not_found", None, "asked", "2")}
+            "law": ("found", "Delaware", "asked", "2"),
+            "cap": ("not_found", None, "asked", "2"),
+        }
         assert "audit" not in rows  # never asked: no row
         m = build_matrix(s, batch="b1", playbook=wider)
     (row,) = m.rows
     assert {k: c.status for k, c in row.cells.items()} == {"cap": "not_found", "law": "found", "audit": "not_asked"}
     law = row.cells["law"]
-    assert law.answer == "Delaware" and [(c.page, c.sentence_id, c.text) for c in law.citations] == [(1, "S2", "Delaware law governs.")]
+    assert law.answer == "Delaware" and [(c.page, c.sentence_id, c.text) for c in law.citations] == [
+        (1, "S2", "Delaware law governs.")
+    ]
 
     report = build_report(factory, prompt_version="v1", batch="b1", playbook=wider)
     (entry,) = report["documents"]
-    assert [(c["type"], c["status"]) for c in entry["clauses"]] == [("cap", "not_found"), ("law", "found"), ("audit", "not_asked")]
+    assert [(c["type"], c["status"]) for c in entry["clauses"]] == [
+        ("cap", "not_found"),
+        ("law", "found"),
+        ("audit", "not_asked"),
+    ]
     assert entry["playbook"] == "asked" and entry["playbook_version"] == "2"
     data = json.loads(render(report, "json"))["documents"][0]["clauses"]
     assert [(c["type"], c["status"], c["answer"]) for c in data] == [
-        ("cap", "not_found", None), ("law", "found", "Delaware"), ("audit", "not_asked", None)]
+        ("cap", "not_found", None),
+        ("law", "found", "Delaware"),
+        ("audit", "not_asked", None),
+    ]
     rows_csv = list(csv.DictReader(io.StringIO(render(report, "csv"))))
     assert [(r["clause_type"], r["clause_status"], r["answer"], r["sentence_id"]) for r in rows_csv] == [
-        ("cap", "not_found", "", ""), ("law", "found", "Delaware", "S2"), ("audit", "not_asked", "", "")]
+        ("cap", "not_found", "", ""),
+        ("law", "found", "Delaware", "S2"),
+        ("audit", "not_asked", "", ""),
+    ]
     md = render(report, "md")
     assert "| cap | *not found* |" in md and "| audit | *not asked* |" in md and "(answer: Delaware)" in md
     html = render(report, "html")
@@ -239,7 +290,18 @@ def test_a_failed_review_is_failed_in_every_cell_and_an_unreviewed_one_not_asked
     with factory.begin() as s:
         bad = _store_document(s, "bad.pdf")
         _store_document(s, "new.pdf")
-        repo.enqueue(s, [{"key": "k1", "kind": "map", "document_id": bad.id, "prompt_version": book.review_key("v1"), "state": "failed"}])
+        repo.enqueue(
+            s,
+            [
+                {
+                    "key": "k1",
+                    "kind": "map",
+                    "document_id": bad.id,
+                    "prompt_version": book.review_key("v1"),
+                    "state": "failed",
+                }
+            ],
+        )
         repo.fail_job(s, s.scalar(repo.select(repo.Job.id).where(repo.Job.key == "k1")), error="schema")
     with factory() as s:
         m = build_matrix(s, batch="b1", playbook=book)
@@ -261,13 +323,27 @@ def test_a_summary_stored_before_playbooks_reads_as_default_with_absent_types_no
     command.upgrade(_alembic_config(engine), "0001")
     with engine.begin() as c:
         c.execute(text("insert into batches (id, name, origin, created_at) values (1, 'b1', 'cli', '2026-01-01')"))
-        c.execute(text("insert into documents (id, sha256, source, source_path, kind, size_bytes, page_count, status, batch_id, created_at)"
-                       " values (1, 'x', 'old.pdf', '/old.pdf', 'pdf', 1, 1, 'ok', 1, '2026-01-01')"))
-        c.execute(text("insert into ingest_records (batch_id, source, status, reason, document_id, created_at)"
-                       " values (1, '/old.pdf', 'ok', '', 1, '2026-01-01')"))
-        c.execute(text("insert into summaries (id, document_id, prompt_version, summary, parties, dates, output, chunks, created_at)"
-                       " values (1, 1, 'v1', 's', '[]', '[]', '{}', 1, '2026-01-01')"))
-        c.execute(text("insert into clauses (id, summary_id, type, finding) values (1, 1, 'termination', 'On notice.')"))
+        c.execute(
+            text(
+                "insert into documents (id, sha256, source, source_path, kind, size_bytes, page_count, status, batch_id, created_at)"
+                " values (1, 'x', 'old.pdf', '/old.pdf', 'pdf', 1, 1, 'ok', 1, '2026-01-01')"
+            )
+        )
+        c.execute(
+            text(
+                "insert into ingest_records (batch_id, source, status, reason, document_id, created_at)"
+                " values (1, '/old.pdf', 'ok', '', 1, '2026-01-01')"
+            )
+        )
+        c.execute(
+            text(
+                "insert into summaries (id, document_id, prompt_version, summary, parties, dates, output, chunks, created_at)"
+                " values (1, 1, 'v1', 's', '[]', '[]', '{}', 1, '2026-01-01')"
+            )
+        )
+        c.execute(
+            text("insert into clauses (id, summary_id, type, finding) values (1, 1, 'termination', 'On notice.')")
+        )
     upgrade(engine)
     with open_database(url)() as s:
         m = build_matrix(s, batch="b1", playbook=load_playbook("default"))
@@ -285,7 +361,11 @@ def test_the_matrix_renderings_keep_found_not_found_and_not_asked_apart(tmp_path
     with factory() as s:
         m = build_matrix(s, batch="b1", playbook=wider)
     (row,) = csv.DictReader(io.StringIO(to_csv(m)))
-    assert (row["Cap On Liability-Answer"], row["Governing law-Answer"], row["Audit rights-Answer"]) == ("No", "Delaware", "[not asked]")
+    assert (row["Cap On Liability-Answer"], row["Governing law-Answer"], row["Audit rights-Answer"]) == (
+        "No",
+        "Delaware",
+        "[not asked]",
+    )
     assert row["Governing law"] == repr(["Delaware law governs."]) and row["Cap On Liability"] == "[]"
     data = json.dumps(json.loads(to_json(m)))
     assert '"not_found"' in data and '"not_asked"' in data and '"found"' in data
@@ -305,7 +385,9 @@ def test_a_bad_playbook_flag_stops_summarize_before_any_engine_with_the_file_and
     ran = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "summarize", "--playbook", str(bad)])
     assert ran.exit_code == 1
     assert str(bad) in ran.output and "clause[1] (law).kind" in ran.output
-    shown = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "config", "--json"], env={"CONTRACTSUM_PLAYBOOK": "mine"})
+    shown = CliRunner().invoke(
+        app, ["--home", str(tmp_path / "home"), "config", "--json"], env={"CONTRACTSUM_PLAYBOOK": "mine"}
+    )
     assert shown.exit_code == 0
     assert json.loads(shown.output)["playbook"] == {"value": "mine", "source": "env CONTRACTSUM_PLAYBOOK"}
 

@@ -34,8 +34,15 @@ NDA = CORPUS / "commonpaper-mutual-nda-v1.pdf"
 BATCH = "served-nda"
 SCREENSHOTS = REPO / "test-output"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-sync", "--disable-quic", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+    "--window-size=1400,1000",
     # The UI is a single-page app: let its API calls and rendering finish before the dump.
     "--virtual-time-budget=20000",
 ]
@@ -98,7 +105,9 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float, procs: list[
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                pytest.fail(f"{' '.join(map(str, p.args[:3]))} exited ({p.returncode}) while waiting for {what}; logs in {logs}")
+                pytest.fail(
+                    f"{' '.join(map(str, p.args[:3]))} exited ({p.returncode}) while waiting for {what}; logs in {logs}"
+                )
         try:
             if check():
                 return
@@ -115,8 +124,12 @@ def served(tmp_path_factory, tiny_model):
     api, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CONTRACTSUM_", "PREFECT_"))}
     base.update(
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
-        VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        VLLM_NO_USAGE_STATS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
     )
     server_env = {
         **base,
@@ -145,18 +158,32 @@ def served(tmp_path_factory, tiny_model):
     # command ends, into the database the server below will use.
     temporary = subprocess.run(
         [str(BIN / "contractsum"), "submit", str(unreadable), "--name", "temporary-run"],
-        env={**{k: v for k, v in client_env.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": server_env["PREFECT_HOME"],
-             "CONTRACTSUM_HOME": str(root / "home-temporary")},
-        capture_output=True, text=True, timeout=300,
+        env={
+            **{k: v for k, v in client_env.items() if k != "PREFECT_API_URL"},
+            "PREFECT_HOME": server_env["PREFECT_HOME"],
+            "CONTRACTSUM_HOME": str(root / "home-temporary"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     (root / "temporary.log").write_text(temporary.stdout + "\n--- stderr ---\n" + temporary.stderr)
-    server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, root / "server.log")
+    server = _start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_env,
+        root / "server.log",
+    )
     procs = [server]
     try:
-        _wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, 180, procs, root)
+        _wait_for(
+            "the Prefect server", lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, 180, procs, root
+        )
         in_process = subprocess.run(
             [str(BIN / "contractsum"), "submit", str(unreadable), "--name", "in-process-run", "--in-process", "--json"],
-            env={**client_env, "CONTRACTSUM_HOME": str(root / "home-in-process")}, capture_output=True, text=True, timeout=300,
+            env={**client_env, "CONTRACTSUM_HOME": str(root / "home-in-process")},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         (root / "in-process.log").write_text(in_process.stdout + "\n--- stderr ---\n" + in_process.stderr)
         try:
@@ -169,10 +196,17 @@ def served(tmp_path_factory, tiny_model):
         empty.write_bytes(b"")  # fails ingest, so these runs need no engine
         unserved = subprocess.run(
             [str(BIN / "contractsum"), "submit", str(empty), "--name", "unserved"],
-            env=client_env, capture_output=True, text=True, timeout=420,
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=420,
         )
         # serve's runner webserver is on, so serve listens too; its host is contractsum's default
-        serve_env = {**client_env, "PREFECT_RUNNER_SERVER_ENABLE": "true", "PREFECT_RUNNER_SERVER_PORT": str(_free_port())}
+        serve_env = {
+            **client_env,
+            "PREFECT_RUNNER_SERVER_ENABLE": "true",
+            "PREFECT_RUNNER_SERVER_PORT": str(_free_port()),
+        }
         serve = _start([str(BIN / "contractsum"), "serve"], serve_env, root / "serve.log")
         procs.append(serve)
 
@@ -183,18 +217,34 @@ def served(tmp_path_factory, tiny_model):
         _wait_for("`contractsum serve` to poll its deployments", ready, 120, procs, root)
         submit = subprocess.run(
             [str(BIN / "contractsum"), "submit", str(NDA), "--name", BATCH, "--wait", "--json"],
-            env=client_env, capture_output=True, text=True, timeout=420,
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=420,
         )
         (root / "submit.log").write_text(submit.stdout + "\n--- stderr ---\n" + submit.stderr)
         failed = subprocess.run(
             [str(BIN / "contractsum"), "submit", str(empty), "--name", "served-empty", "--strict", "--wait", "--json"],
-            env=client_env, capture_output=True, text=True, timeout=420,
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=420,
         )
         listening = {"prefect server": _listening(server), "contractsum serve": _listening(serve)}
         yield Served(
-            api=api, ui=ui, home=root / "home", submit=submit, logs=root, server_home=Path(server_env["PREFECT_HOME"]),
-            temporary=temporary, in_process=in_process, in_process_url_status=url_status,
-            unserved=unserved, failed=failed, empty=empty, listening=listening,
+            api=api,
+            ui=ui,
+            home=root / "home",
+            submit=submit,
+            logs=root,
+            server_home=Path(server_env["PREFECT_HOME"]),
+            temporary=temporary,
+            in_process=in_process,
+            in_process_url_status=url_status,
+            unserved=unserved,
+            failed=failed,
+            empty=empty,
+            listening=listening,
         )
     finally:
         for p in reversed(procs):
@@ -207,7 +257,9 @@ def _submitted(served: Served) -> dict:
 
 
 def _artifacts(served: Served, flow_run_id: str) -> dict[str, dict]:
-    r = httpx.post(f"{served.api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=10)
+    r = httpx.post(
+        f"{served.api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=10
+    )
     r.raise_for_status()
     return {a["type"]: a for a in r.json()}
 
@@ -219,7 +271,9 @@ def test_submit_with_serve_running_goes_through_the_deployment_and_leaves_its_st
     assert httpx.get(out["url"], timeout=10).status_code == 200
     # --wait followed the run: progress lines on stderr (a bar on a terminal), ending at 100 %.
     progress = served.submit.stderr
-    assert re.search(r"^Running \d+%", progress, re.M) and re.search(r"^Completed 100% ", progress, re.M), progress[-2000:]
+    assert re.search(r"^Running \d+%", progress, re.M) and re.search(r"^Completed 100% ", progress, re.M), progress[
+        -2000:
+    ]
 
     run = httpx.get(f"{served.api}/flow_runs/{out['flow_run_id']}", timeout=10).json()
     deployment = httpx.get(f"{served.api}/deployments/name/summarize-batch/summarize-batch", timeout=10).json()
@@ -237,15 +291,23 @@ def test_submit_with_serve_running_goes_through_the_deployment_and_leaves_its_st
     assert (served.home / "reports" / BATCH / "report.html").is_file()
 
 
-
 def test_in_process_run_without_a_server_prints_no_url_and_a_later_server_start_shows_it(served):
     temporary = served.temporary
-    assert temporary.returncode == 3, f"logs in {served.logs}:\n{temporary.stderr[-3000:]}"  # completed, 1 unreadable file
+    assert temporary.returncode == 3, (
+        f"logs in {served.logs}:\n{temporary.stderr[-3000:]}"
+    )  # completed, 1 unreadable file
     # Prefect's temporary server is gone when the command ends: no URL anywhere in what it printed.
-    assert "http://" not in temporary.stdout and "http://" not in temporary.stderr, temporary.stdout + temporary.stderr[-2000:]
-    run_id = re.search(r"^flow run ([0-9a-f-]{36}) \(summarize temporary-run\), in-process$", temporary.stdout, re.M).group(1)
+    assert "http://" not in temporary.stdout and "http://" not in temporary.stderr, (
+        temporary.stdout + temporary.stderr[-2000:]
+    )
+    run_id = re.search(
+        r"^flow run ([0-9a-f-]{36}) \(summarize temporary-run\), in-process$", temporary.stdout, re.M
+    ).group(1)
     # It says how to see the run instead, and that is true: the server started since shows it.
-    assert f"PREFECT_HOME={served.server_home} " in temporary.stdout and "prefect server start --host 127.0.0.1" in temporary.stdout
+    assert (
+        f"PREFECT_HOME={served.server_home} " in temporary.stdout
+        and "prefect server start --host 127.0.0.1" in temporary.stdout
+    )
     run = httpx.get(f"{served.api}/flow_runs/{run_id}", timeout=10)
     assert run.status_code == 200, run.text
     assert run.json()["name"] == "summarize temporary-run" and run.json()["state_type"] == "COMPLETED"
@@ -317,7 +379,9 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium")
     if exe is None:
         pytest.fail("Debian's chromium is not installed (./scripts/test.sh installs it: scripts/system-deps.sh --test)")
-    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_prefect_ui_shows_the_run_completed_with_its_report_artifact(served, tmp_path):

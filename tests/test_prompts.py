@@ -21,9 +21,13 @@ def test_shipped_templates_load_and_name_their_version(kind):
 
 def test_template_with_two_placeholders_or_instruction_after_the_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="exactly once"):
-        PromptTemplate(version="v9", kind="summarize", placeholder="{contract}", system="s", user="{contract} {contract}")
+        PromptTemplate(
+            version="v9", kind="summarize", placeholder="{contract}", system="s", user="{contract} {contract}"
+        )
     with pytest.raises(ValueError, match="before the placeholder"):
-        PromptTemplate(version="v9", kind="summarize", placeholder="{contract}", system="s", user="{contract}\nSummarize it.")
+        PromptTemplate(
+            version="v9", kind="summarize", placeholder="{contract}", system="s", user="{contract}\nSummarize it."
+        )
     (tmp_path / "summarize").mkdir()
     (tmp_path / "summarize" / "v1.toml").write_text("version = 'v1'\nkind = 'summarize'\n")
     with pytest.raises(PromptError, match="invalid"):

@@ -20,13 +20,19 @@ def smollm2(tmp_path_factory):
 
     env_home = tmp_path_factory.mktemp("smollm2") / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRACTSUM_")}
-    env.update(CONTRACTSUM_HOME=str(env_home), CONTRACTSUM_REPETITION_PENALTY="1.1", CONTRACTSUM_CPU_KVCACHE_SPACE_GIB="2",
-               # at least one clause, so there are citations to check; which sentences it cites is the model's choice
-               CONTRACTSUM_MIN_CLAUSES="1")
+    env.update(
+        CONTRACTSUM_HOME=str(env_home),
+        CONTRACTSUM_REPETITION_PENALTY="1.1",
+        CONTRACTSUM_CPU_KVCACHE_SPACE_GIB="2",
+        # at least one clause, so there are citations to check; which sentences it cites is the model's choice
+        CONTRACTSUM_MIN_CLAUSES="1",
+    )
     cli = [sys.executable, "-m", "pipeline.cli.main"]
 
     def run(*args: str, timeout: int = 900, extra: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([*cli, *args], env={**env, **(extra or {})}, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [*cli, *args], env={**env, **(extra or {})}, capture_output=True, text=True, timeout=timeout
+        )
 
     built = run("demo-model", "smollm2", "--json")
     assert built.returncode == 0, built.stderr
@@ -51,8 +57,10 @@ def test_smollm2_summarizes_the_nda_with_citations_that_resolve_to_its_pages(tmp
     pages = {p.number: p.text for p in extract(nda).pages}
     sentences = {f"S{s.ordinal}": s for s in extract(nda).sentences}
     citations = [c for cl in doc["clauses"] for c in cl["citations"]]
-    print(f"SmolLM2: {len(doc['clauses'])} clauses, {len(citations)} citations:",
-          [(cl["type"], [c["sentence_id"] for c in cl["citations"]]) for cl in doc["clauses"]])
+    print(
+        f"SmolLM2: {len(doc['clauses'])} clauses, {len(citations)} citations:",
+        [(cl["type"], [c["sentence_id"] for c in cl["citations"]]) for cl in doc["clauses"]],
+    )
     # A real model may find no clause in a given run; then this check has nothing to prove.
     assert citations, "SmolLM2 cited nothing; the grounding check needs at least one citation"
     for c in citations:
@@ -73,8 +81,16 @@ def test_smollm2_eval_cuad_cites_sentences_verbatim_on_their_pages(smollm2):
 
     home, run = smollm2
     # Short findings and a few types per answer keep SmolLM2's answers inside the token budget on CPU.
-    done = run("eval", "cuad", str(REPO / "examples" / "cuad"), "--limit", "2", "--json", timeout=1500,
-               extra={"CONTRACTSUM_FINDING_MAX_CHARS": "80", "CONTRACTSUM_MAX_CLAUSES": "8"})
+    done = run(
+        "eval",
+        "cuad",
+        str(REPO / "examples" / "cuad"),
+        "--limit",
+        "2",
+        "--json",
+        timeout=1500,
+        extra={"CONTRACTSUM_FINDING_MAX_CHARS": "80", "CONTRACTSUM_MAX_CLAUSES": "8"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["contracts"] == 2 and result["model"] == "smollm2-135m-instruct" and len(result["categories"]) == 41

@@ -69,8 +69,16 @@ def test_unmigrated_postgres_gets_a_clear_error(pg_admin):
 
 def _doc(s, batch, sha="a" * 64):
     return repo.add_document(
-        s, batch, sha256=sha, source="x.pdf", source_path="/x.pdf", kind="pdf", size_bytes=10, status="ok",
-        pages=[(1, "One. Two.", True)], sentences=[(1, 1, 0, 4, "One."), (2, 1, 5, 9, "Two.")],
+        s,
+        batch,
+        sha256=sha,
+        source="x.pdf",
+        source_path="/x.pdf",
+        kind="pdf",
+        size_bytes=10,
+        status="ok",
+        pages=[(1, "One. Two.", True)],
+        sentences=[(1, 1, 0, 4, "One."), (2, 1, 5, 9, "Two.")],
     )
 
 
@@ -87,7 +95,17 @@ def test_enqueue_is_idempotent_and_lease_takes_each_job_once(factory):
     with transaction(factory) as s:
         b = repo.get_or_create_batch(s, "b1")
         d = _doc(s, b)
-        rows = [{"key": f"map:{d.id}:{i}", "kind": "map", "document_id": d.id, "batch_id": b.id, "prompt_version": "v1", "ordinal": i} for i in range(3)]
+        rows = [
+            {
+                "key": f"map:{d.id}:{i}",
+                "kind": "map",
+                "document_id": d.id,
+                "batch_id": b.id,
+                "prompt_version": "v1",
+                "ordinal": i,
+            }
+            for i in range(3)
+        ]
         assert repo.enqueue(s, rows) == 3
         assert repo.enqueue(s, rows) == 0
     with transaction(factory) as s:
@@ -124,14 +142,29 @@ def test_one_summary_per_document_and_prompt_version(factory):
         b = repo.get_or_create_batch(s, "b1")
         d = _doc(s, b)
         sents = repo.sentences_of(s, d.id)
-        repo.add_summary(s, document_id=d.id, prompt_version="v1", engine_run_id=None, output={"summary": "x"}, chunks=1,
-                         citations=[(0, "termination", "ends", sents)])
+        repo.add_summary(
+            s,
+            document_id=d.id,
+            prompt_version="v1",
+            engine_run_id=None,
+            output={"summary": "x"},
+            chunks=1,
+            citations=[(0, "termination", "ends", sents)],
+        )
         doc_id = d.id
     with pytest.raises(IntegrityError):
         with transaction(factory) as s:
-            repo.add_summary(s, document_id=doc_id, prompt_version="v1", engine_run_id=None, output={"summary": "y"}, chunks=1, citations=[])
+            repo.add_summary(
+                s,
+                document_id=doc_id,
+                prompt_version="v1",
+                engine_run_id=None,
+                output={"summary": "y"},
+                chunks=1,
+                citations=[],
+            )
     with factory() as s:
         pairs = repo.all_citations(s)
         assert len(pairs) == 2
         for c, page in pairs:
-            assert page.text[c.char_start:c.char_end] == c.text
+            assert page.text[c.char_start : c.char_end] == c.text

@@ -104,7 +104,9 @@ def test_long_contract_is_mapped_then_reduced_and_citations_still_resolve(tmp_pa
 
 def test_output_that_never_fits_is_retried_then_failed_with_raw_output_kept(tmp_path, tiny_model, engine):
     files = [CORPUS / "commonpaper-mutual-nda-v1.pdf"]
-    settings, factory, _ = _setup(tmp_path, tiny_model, files=files, max_output_tokens=16, retry_token_growth=1.0, max_attempts=3)
+    settings, factory, _ = _setup(
+        tmp_path, tiny_model, files=files, max_output_tokens=16, retry_token_growth=1.0, max_attempts=3
+    )
     report = summarize(factory, settings, engine=engine)
     assert report.failed and not report.summarized
     assert report.retries == 2

@@ -33,7 +33,10 @@ def export(
     book = playbook_for(settings, playbook)
     factory = open_db(settings)
     report = build_report(
-        factory, prompt_version=settings.prompt_version, batch=batch, playbook=book,
+        factory,
+        prompt_version=settings.prompt_version,
+        batch=batch,
+        playbook=book,
         low_confidence=settings.ocr_low_confidence,
     )
     target = out or settings.reports_dir / f"{batch or 'all'}.{fmt}"

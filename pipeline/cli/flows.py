@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     ctx: typer.Context,
-    limit: int = typer.Option(1, "--limit", min=1, help="Flow runs at once; each runs in its own process with its own engine."),
+    limit: int = typer.Option(
+        1, "--limit", min=1, help="Flow runs at once; each runs in its own process with its own engine."
+    ),
 ) -> None:
     """Register the deployments and run their flow runs until stopped (Ctrl-C).
 
@@ -67,11 +69,17 @@ def deploy(
 def submit(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
-    name: str | None = typer.Option(None, "--name", "-n", help="Batch name (default: batch-<timestamp>); reusing one resumes it."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run with a progress bar until it ends, then exit with its code."),
+    name: str | None = typer.Option(
+        None, "--name", "-n", help="Batch name (default: batch-<timestamp>); reusing one resumes it."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the run with a progress bar until it ends, then exit with its code."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     in_process: bool = typer.Option(False, "--in-process", help="Run here even when `serve` is running."),
-    playbook: str | None = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
+    playbook: str | None = typer.Option(
+        None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."
+    ),
     strict: bool | None = typer.Option(
         None, "--strict/--no-strict", help="Failed documents fail the run (default: the strict_batches setting)."
     ),
@@ -102,7 +110,9 @@ def submit(
 
     batch = name or default_batch_name()
     # The run may execute in another process and folder: hand it absolute paths.
-    absolute = [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(Path.cwd() / p) for p in paths]
+    absolute = [
+        str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(Path.cwd() / p) for p in paths
+    ]
     where = route()
     bar = _Bar()  # on stderr, so --json output stays clean
     timing = None
@@ -115,7 +125,9 @@ def submit(
                 sub = watch(sub, bar.update)
     else:
         if not as_json:
-            err_console.print(f"running in this process: {'--in-process' if in_process else where.reason}", highlight=False)
+            err_console.print(
+                f"running in this process: {'--in-process' if in_process else where.reason}", highlight=False
+            )
         from pipeline.engine.engine import release_shared_engine
 
         try:
@@ -148,7 +160,11 @@ def _print_outcome(sub: Any) -> None:
         for f in failures or []:
             console.print(f"  {f['source']}: {f['status']} — {f['reason']}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"[red]{sub.state.lower()}[/]" + (f": {sub.message}" if sub.message else ""), highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]{sub.state.lower()}[/]" + (f": {sub.message}" if sub.message else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _timing(settings: Any, sub: Any) -> dict[str, Any] | None:
@@ -172,10 +188,17 @@ def timing_line(t: dict[str, Any]) -> str:
     engine = (
         f"{run['prompts']} prompts, {run['output_tokens_per_second']:.1f} output tokens/s "
         f"({run['tokens_out']:,} tokens in {run['wall_seconds']:.1f} s of generation)"
-        if run else "no engine work (nothing left to summarize)"
+        if run
+        else "no engine work (nothing left to summarize)"
     )
     wall = t["wall_seconds"]
-    took = f"{int(wall // 60)} min {wall % 60:.0f} s" if wall is not None and wall >= 60 else f"{wall:.1f} s" if wall is not None else "?"
+    took = (
+        f"{int(wall // 60)} min {wall % 60:.0f} s"
+        if wall is not None and wall >= 60
+        else f"{wall:.1f} s"
+        if wall is not None
+        else "?"
+    )
     return f"timing: {t['contracts']} contracts, {t['pages']} pages, {engine}; wall {took}"
 
 
@@ -193,8 +216,14 @@ class _Bar:
     def __init__(self) -> None:
         self.tty = err_console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]{task.fields[state]}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=err_console, transient=True, disable=not self.tty,
+            TextColumn("[bold]{task.fields[state]}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err_console,
+            transient=True,
+            disable=not self.tty,
         )
         self.task: TaskID | None = None
         self.last_line = ""

@@ -17,15 +17,33 @@ def register(app: typer.Typer) -> None:
 
 def golden(
     ctx: typer.Context,
-    baseline: str = typer.Option("bf16", "--baseline", help="CONFIG of the reference: bf16, fp8[:real|:emulated], noise:SCALE[:SEED], a .toml of engine settings, or a saved *-outputs.json."),
-    candidate: str = typer.Option("fp8", "--candidate", help="CONFIG of the deployment under test (same forms; fp8 = real FP8 kernels on a GPU, the emulated checkpoint elsewhere)."),
-    model: Path | None = typer.Option(None, "--model", help="Checkpoint folder (default: settings / latest demo model)."),
+    baseline: str = typer.Option(
+        "bf16",
+        "--baseline",
+        help="CONFIG of the reference: bf16, fp8[:real|:emulated], noise:SCALE[:SEED], a .toml of engine settings, or a saved *-outputs.json.",
+    ),
+    candidate: str = typer.Option(
+        "fp8",
+        "--candidate",
+        help="CONFIG of the deployment under test (same forms; fp8 = real FP8 kernels on a GPU, the emulated checkpoint elsewhere).",
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="Checkpoint folder (default: settings / latest demo model)."
+    ),
     tensor_parallel_size: int | None = engine_option("tensor_parallel_size"),
     set_version: str = typer.Option("v1", "--set-version", help="Golden set under prompts/golden/."),
-    thresholds: Path | None = typer.Option(None, "--thresholds", help="Thresholds TOML (default prompts/golden/thresholds-v1.toml)."),
-    report_dir: Path | None = typer.Option(None, "--report-dir", help="Folder for the report (default <home>/reports/golden)."),
-    rebuild_set: bool = typer.Option(False, "--rebuild-set", help="Rewrite the golden set from examples/contracts, then exit."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (verdict, mode, aggregates, checks, cases)."),
+    thresholds: Path | None = typer.Option(
+        None, "--thresholds", help="Thresholds TOML (default prompts/golden/thresholds-v1.toml)."
+    ),
+    report_dir: Path | None = typer.Option(
+        None, "--report-dir", help="Folder for the report (default <home>/reports/golden)."
+    ),
+    rebuild_set: bool = typer.Option(
+        False, "--rebuild-set", help="Rewrite the golden set from examples/contracts, then exit."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object (verdict, mode, aggregates, checks, cases)."
+    ),
 ) -> None:
     """Run the golden prompts on a baseline and a candidate engine and judge the drift.
 
@@ -42,7 +60,9 @@ def golden(
         if as_json:
             print_json({"version": gset.version, "directory": str(gset.directory), "cases": [c.id for c in gset.cases]})
         else:
-            console.print(f"golden set {gset.version}: {len(gset.cases)} cases written to {gset.directory}", highlight=False)
+            console.print(
+                f"golden set {gset.version}: {len(gset.cases)} cases written to {gset.directory}", highlight=False
+            )
         return
     factory = open_db(settings)
 
@@ -51,8 +71,15 @@ def golden(
             err_console.print(ev.describe(), highlight=False)
 
     outcome = run_golden(
-        settings, model=model, baseline=baseline, candidate=candidate, factory=factory, golden_version=set_version,
-        thresholds_file=thresholds, report_root=report_dir, on_event=on_event,
+        settings,
+        model=model,
+        baseline=baseline,
+        candidate=candidate,
+        factory=factory,
+        golden_version=set_version,
+        thresholds_file=thresholds,
+        report_root=report_dir,
+        on_event=on_event,
     )
     if as_json:
         print_json(outcome.as_dict())
@@ -65,7 +92,10 @@ def _print_outcome(outcome) -> None:
     from rich.table import Table
 
     style = "green" if outcome.verdict == "PASS" else "red"
-    console.print(f"[bold {style}]{outcome.verdict}[/] · mode {outcome.mode} · golden set {outcome.golden_version} · run {outcome.run_id}", highlight=False)
+    console.print(
+        f"[bold {style}]{outcome.verdict}[/] · mode {outcome.mode} · golden set {outcome.golden_version} · run {outcome.run_id}",
+        highlight=False,
+    )
     table = Table("check", "value", "threshold", "")
     for r in outcome.comparison.checks:
         value = "–" if r["value"] is None else f"{r['value']:.4f}"
@@ -76,10 +106,18 @@ def _print_outcome(outcome) -> None:
 
 def quantize_emulate(
     ctx: typer.Context,
-    model: Path | None = typer.Option(None, "--model", help="Source checkpoint folder (default: settings / latest demo model)."),
-    out: Path | None = typer.Option(None, "--out", help="Destination folder (default: <home>/models/<name>-fp8emu-<granularity>)."),
-    per_tensor: bool = typer.Option(False, "--per-tensor", help="One scale per weight tensor (vLLM's online fp8) instead of one per output channel."),
-    noise: float | None = typer.Option(None, "--noise", help="Instead of FP8 rounding, add Gaussian noise of this scale x each tensor's std."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Source checkpoint folder (default: settings / latest demo model)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Destination folder (default: <home>/models/<name>-fp8emu-<granularity>)."
+    ),
+    per_tensor: bool = typer.Option(
+        False, "--per-tensor", help="One scale per weight tensor (vLLM's online fp8) instead of one per output channel."
+    ),
+    noise: float | None = typer.Option(
+        None, "--noise", help="Instead of FP8 rounding, add Gaussian noise of this scale x each tensor's std."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

@@ -22,10 +22,16 @@ def register(app: typer.Typer) -> None:
 def ingest(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Files, folders or glob patterns (.pdf, .txt)."),
-    batch: str | None = typer.Option(None, "--batch", "-b", help="Batch name (default: batch-<timestamp>); reusing a name adds to it."),
-    password: str | None = typer.Option(None, "--password", help="Password for encrypted PDFs (an empty one is always tried)."),
+    batch: str | None = typer.Option(
+        None, "--batch", "-b", help="Batch name (default: batch-<timestamp>); reusing a name adds to it."
+    ),
+    password: str | None = typer.Option(
+        None, "--password", help="Password for encrypted PDFs (an empty one is always tried)."
+    ),
     model: Path | None = typer.Option(None, "--model", help="Model folder whose tokenizer sizes the chunks."),
-    workers: int | None = typer.Option(None, "--workers", "-w", help="Extract in this many processes (default: settings.ingest_workers)."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", help="Extract in this many processes (default: settings.ingest_workers)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Read contracts into the database: pages, sentences and token-budget chunks.
@@ -42,13 +48,24 @@ def ingest(
         chunker = None
 
     progress = Progress(
-        TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-        console=err_console, transient=True, disable=as_json or not err_console.is_terminal,
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
     )
     with progress:
         task = progress.add_task("", total=None)
         report = ingest_paths(
-            factory, settings, paths, batch_name=batch, password=password, chunker=chunker,
+            factory,
+            settings,
+            paths,
+            batch_name=batch,
+            password=password,
+            chunker=chunker,
             on_start=lambda n: progress.update(task, total=n),
             on_file=lambda f: progress.update(task, advance=1, description=f.source[:40]),
         )
@@ -75,7 +92,11 @@ def ingest(
         for f in report.files + report.problems:
             style = STATUS_STYLE.get(f.status, "")
             table.add_row(
-                f.source, f"[{style}]{f.status}[/]", str(f.pages or ""), str(f.chunks if f.chunks is not None else ""), f.reason
+                f.source,
+                f"[{style}]{f.status}[/]",
+                str(f.pages or ""),
+                str(f.chunks if f.chunks is not None else ""),
+                f.reason,
             )
         console.print(table)
         counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts().items()))
@@ -116,7 +137,13 @@ def status(
         for b in data["batches"]:
             c = b["files"]
             bt.add_row(
-                b["name"], b["created_at"][:19], str(sum(c.values())), str(c.get("ok", 0)), str(c.get("duplicate", 0)),
-                str(c.get("failed", 0)), str(c.get("needs_ocr", 0)), str(b["summarized"]),
+                b["name"],
+                b["created_at"][:19],
+                str(sum(c.values())),
+                str(c.get("ok", 0)),
+                str(c.get("duplicate", 0)),
+                str(c.get("failed", 0)),
+                str(c.get("needs_ocr", 0)),
+                str(b["summarized"]),
             )
         console.print(bt)

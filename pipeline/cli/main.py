@@ -21,9 +21,13 @@ COMMAND_MODULES = ["ingest", "config", "db", "demo", "summarize", "export", "mat
 
 def _root(
     ctx: typer.Context,
-    config: Path | None = typer.Option(None, "--config", help="TOML settings file (default: CONTRACTSUM_CONFIG or <home>/config.toml)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML settings file (default: CONTRACTSUM_CONFIG or <home>/config.toml)."
+    ),
     home: Path | None = typer.Option(None, "--home", help="Data folder (default ~/.contractsum)."),
-    database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite under home)."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="SQLAlchemy URL (default: SQLite under home)."
+    ),
 ) -> None:
     overrides = {"home": home, "database_url": database_url}
     ctx.obj = {"config_file": config, "overrides": {k: v for k, v in overrides.items() if v is not None}}

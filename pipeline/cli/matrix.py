@@ -18,8 +18,12 @@ def matrix(
     ctx: typer.Context,
     batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch (default: every document)."),
     playbook: str | None = typer.Option(None, "--playbook", help="Playbook name or .toml path (default: settings)."),
-    fmt: str = typer.Option("csv", "--format", "-f", help="csv (CUAD's master_clauses.csv layout) | xlsx | html | json."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="File or folder (default: stdout; xlsx: <home>/reports/)."),
+    fmt: str = typer.Option(
+        "csv", "--format", "-f", help="csv (CUAD's master_clauses.csv layout) | xlsx | html | json."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="File or folder (default: stdout; xlsx: <home>/reports/)."
+    ),
 ) -> None:
     """The portfolio matrix: one row per contract, one column per clause type of the playbook.
 
@@ -45,4 +49,6 @@ def matrix(
     target = out or settings.reports_dir / f"matrix-{batch or 'all'}-{book.name}.{fmt}"
     path = write_matrix(m, fmt, target)
     found = sum(1 for r in m.rows for c in r.cells.values() if c.status == "found")
-    console.print(f"wrote {path} ({len(m.rows)} contracts x {len(m.columns)} clause types, {found} found)", highlight=False)
+    console.print(
+        f"wrote {path} ({len(m.rows)} contracts x {len(m.columns)} clause types, {found} found)", highlight=False
+    )

@@ -53,8 +53,14 @@ def _render(p: planner.Plan) -> None:
         if o.tp == p.recommended_tp:
             notes.append("recommended")
         table.add_row(
-            str(o.tp), str(o.replicas), _gib(o.weights_per_gpu_bytes), _gib(o.kv_per_gpu_bytes), _gib(o.overhead_bytes),
-            _gib(o.per_gpu_bytes), "[green]yes[/]" if o.fits else "[red]no[/]", str(o.max_sequences_at_context),
+            str(o.tp),
+            str(o.replicas),
+            _gib(o.weights_per_gpu_bytes),
+            _gib(o.kv_per_gpu_bytes),
+            _gib(o.overhead_bytes),
+            _gib(o.per_gpu_bytes),
+            "[green]yes[/]" if o.fits else "[red]no[/]",
+            str(o.max_sequences_at_context),
             ", ".join(notes),
         )
     console.print(table)
@@ -71,15 +77,23 @@ def _render(p: planner.Plan) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_command(
-        model: str = typer.Option(..., "--model", help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b."),
+        model: str = typer.Option(
+            ..., "--model", help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b."
+        ),
         gpus: int = typer.Option(..., "--gpus", help="GPUs available."),
-        gpu_mem: float = typer.Option(..., "--gpu-mem", help="Memory per GPU in GiB, as nvidia-smi totals (H100 80GB ~79.6, H200 ~140.4)."),
+        gpu_mem: float = typer.Option(
+            ..., "--gpu-mem", help="Memory per GPU in GiB, as nvidia-smi totals (H100 80GB ~79.6, H200 ~140.4)."
+        ),
         dtype: DtypeChoice = typer.Option(DtypeChoice.bf16, "--dtype", help="Weight dtype."),
         kv_dtype: DtypeChoice = typer.Option(DtypeChoice.bf16, "--kv-dtype", help="KV cache dtype."),
         context: int = typer.Option(32768, "--context", help="Tokens per sequence (prompt + output)."),
         concurrency: int = typer.Option(24, "--concurrency", help="Sequences held at full context at once."),
-        headroom: float = typer.Option(planner.DEFAULT_HEADROOM, "--headroom", help="Share of GPU memory left free (0.10-0.15)."),
-        gpus_per_node: int = typer.Option(planner.DEFAULT_GPUS_PER_NODE, "--gpus-per-node", help="GPUs per node; larger TP crosses nodes."),
+        headroom: float = typer.Option(
+            planner.DEFAULT_HEADROOM, "--headroom", help="Share of GPU memory left free (0.10-0.15)."
+        ),
+        gpus_per_node: int = typer.Option(
+            planner.DEFAULT_GPUS_PER_NODE, "--gpus-per-node", help="GPUs per node; larger TP crosses nodes."
+        ),
         overhead_gib: float = typer.Option(
             planner.DEFAULT_OVERHEAD_GIB, "--overhead-gib", help="CUDA context, activations and graphs per GPU (GiB)."
         ),
@@ -92,8 +106,17 @@ def register(app: typer.Typer) -> None:
         """
         shape = planner.load_shape(model)
         result = planner.plan(
-            shape, gpus=gpus, gpu_mem_gib=gpu_mem, dtype=dtype.value, kv_dtype=kv_dtype.value, context=context,
-            concurrency=concurrency, headroom=headroom, gpus_per_node=gpus_per_node, overhead_gib=overhead_gib, tp=tp,
+            shape,
+            gpus=gpus,
+            gpu_mem_gib=gpu_mem,
+            dtype=dtype.value,
+            kv_dtype=kv_dtype.value,
+            context=context,
+            concurrency=concurrency,
+            headroom=headroom,
+            gpus_per_node=gpus_per_node,
+            overhead_gib=overhead_gib,
+            tp=tp,
         )
         if as_json:
             print_json(result.model_dump())

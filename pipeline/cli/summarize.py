@@ -19,12 +19,16 @@ def register(app: typer.Typer) -> None:
 def summarize(
     ctx: typer.Context,
     batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch (default: all queued work)."),
-    model: Path | None = typer.Option(None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Model checkpoint folder (default: settings / latest demo model)."
+    ),
     tensor_parallel_size: int | None = engine_option("tensor_parallel_size"),
     dtype: str | None = engine_option("dtype"),
     quantization: str | None = engine_option("quantization"),
     max_model_len: int | None = engine_option("max_model_len"),
-    playbook: str | None = typer.Option(None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."),
+    playbook: str | None = typer.Option(
+        None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Summarize every queued chunk with vLLM and store summaries with citations.
@@ -35,16 +39,27 @@ def summarize(
     from pipeline.review.summarize import summarize as run
 
     settings = settings_from(
-        ctx, model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-        quantization=quantization, max_model_len=max_model_len, playbook=playbook,
+        ctx,
+        model=model,
+        tensor_parallel_size=tensor_parallel_size,
+        dtype=dtype,
+        quantization=quantization,
+        max_model_len=max_model_len,
+        playbook=playbook,
     )
     from pipeline.review.playbooks import playbook_for
 
     playbook_for(settings)  # a bad playbook is a usage error before any engine starts
     factory = open_db(settings)
     progress = Progress(
-        TextColumn("[bold]summarize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-        console=err_console, transient=True, disable=as_json or not err_console.is_terminal,
+        TextColumn("[bold]summarize"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
     )
     with progress:
         task = progress.add_task("starting engine", total=None)
@@ -110,7 +125,10 @@ def show(
     if as_json:
         print_json(entry)
         return
-    console.print(f"[bold]{entry['source']}[/] (document {entry['document_id']}, {entry['pages']} pages) — {entry['status']}", highlight=False)
+    console.print(
+        f"[bold]{entry['source']}[/] (document {entry['document_id']}, {entry['pages']} pages) — {entry['status']}",
+        highlight=False,
+    )
     if entry["error"]:
         console.print(f"[red]{entry['error']}[/]", highlight=False)
     if entry["ocr_pages"]:

@@ -29,7 +29,10 @@ class EngineSettings(BaseModel):
     """The engine's user-facing settings (a section of ``Settings``; same names there)."""
 
     tensor_parallel_size: int = Field(
-        default=1, ge=1, description="GPUs (or CPU ranks) one engine is sharded over.", json_schema_extra={"flag": "--tp"}
+        default=1,
+        ge=1,
+        description="GPUs (or CPU ranks) one engine is sharded over.",
+        json_schema_extra={"flag": "--tp"},
     )
     max_model_len: int = Field(default=32768, ge=256, description="Context length; clamped to the model's own limit.")
     dtype: Dtype = Field(
@@ -42,7 +45,9 @@ class EngineSettings(BaseModel):
         default=None, ge=1, description="Tokens per scheduler step (vLLM default if unset)."
     )
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1, description="Share of GPU memory vLLM may use.")
-    enable_prefix_caching: bool = Field(default=True, description="Share the KV of the fixed instruction across prompts.")
+    enable_prefix_caching: bool = Field(
+        default=True, description="Share the KV of the fixed instruction across prompts."
+    )
     enable_chunked_prefill: bool = Field(default=True, description="Interleave long prefills with decodes.")
     enforce_eager: bool | None = Field(
         default=None,
@@ -65,7 +70,9 @@ class EngineConfig(EngineSettings):
     model: str = Field(description="Checkpoint folder (or Hugging Face id).")
     stall_seconds: float = Field(default=300.0, gt=0, description="Watchdog: no engine step this long is an error.")
     load_format: str = Field(default="auto", description="vLLM load_format ('dummy': random weights of the shape).")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Further vllm.LLM keyword arguments, passed as they are.")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Further vllm.LLM keyword arguments, passed as they are."
+    )
 
     @classmethod
     def build(cls, model: str | Path, **settings: Any) -> EngineConfig:
@@ -107,7 +114,9 @@ class EngineConfig(EngineSettings):
     def vllm_kwargs(self, on_cpu: bool) -> dict[str, Any]:
         """``vllm.LLM`` keyword arguments (besides the model) for this config, decided for the device."""
         cfg = self.for_device(on_cpu)
-        kwargs = cfg.model_dump(include=set(EngineSettings.model_fields) | {"load_format"}, exclude={"cpu_kvcache_space_gib"})
+        kwargs = cfg.model_dump(
+            include=set(EngineSettings.model_fields) | {"load_format"}, exclude={"cpu_kvcache_space_gib"}
+        )
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if on_cpu:
             kwargs.pop("gpu_memory_utilization", None)

@@ -242,7 +242,9 @@ class Engine:
             # their shared memory. Killing them instead leaves that memory to multiprocessing's
             # resource tracker, which warns about "leaked semaphore / shared_memory objects".
             llm_engine = self._llm.llm_engine
-            shutdown = getattr(llm_engine, "shutdown", None) or getattr(getattr(llm_engine, "engine_core", None), "shutdown", None)
+            shutdown = getattr(llm_engine, "shutdown", None) or getattr(
+                getattr(llm_engine, "engine_core", None), "shutdown", None
+            )
             if callable(shutdown) and not self.dead_processes():
                 # vLLM's default grace is 5 s, then SIGKILL; a loaded small box needs longer.
                 shutdown(timeout=SHUTDOWN_GRACE_S)
@@ -382,8 +384,11 @@ def _start_reaper(procs):
         return None
     return subprocess.Popen(
         [sys.executable, "-c", _REAPER, str(os.getpid()), *targets],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        close_fds=True, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,
     )
 
 

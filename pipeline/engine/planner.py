@@ -265,9 +265,8 @@ def tp_option(
     # Everything shards 1/tp (vocab-parallel embeddings and lm_head included) except k/v_proj past
     # kv_heads ranks, which replicate with their heads; norms replicate too but are ~0.01%.
     weights = (
-        (counts.linear_other * linear_b + (counts.embeddings + counts.norms) * DTYPE_BYTES["bf16"]) / tp
-        + counts.linear_kv * linear_b * per_layer_kv_share
-    )
+        counts.linear_other * linear_b + (counts.embeddings + counts.norms) * DTYPE_BYTES["bf16"]
+    ) / tp + counts.linear_kv * linear_b * per_layer_kv_share
     kv_token_gpu = kv_bytes_per_token(shape, kv_dtype) * per_layer_kv_share
     kv = context * concurrency * kv_token_gpu
     per_gpu = math.ceil(weights + kv) + overhead_bytes
@@ -308,23 +307,52 @@ def plan(
     Fits means weights/TP + KV/TP + overhead <= gpu_mem x (1 - headroom). Raises ConfigError on
     impossible input.
     """
-    _check_inputs(gpus=gpus, gpu_mem_gib=gpu_mem_gib, dtype=dtype, kv_dtype=kv_dtype, context=context,
-                  concurrency=concurrency, headroom=headroom, gpus_per_node=gpus_per_node,
-                  overhead_gib=overhead_gib, tp=tp)
+    _check_inputs(
+        gpus=gpus,
+        gpu_mem_gib=gpu_mem_gib,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        context=context,
+        concurrency=concurrency,
+        headroom=headroom,
+        gpus_per_node=gpus_per_node,
+        overhead_gib=overhead_gib,
+        tp=tp,
+    )
     counts = param_counts(shape)
     budget = math.floor(gpu_mem_gib * GiB * (1 - headroom))
     overhead = round(overhead_gib * GiB)
     degrees = sorted(set(divisors(gpus)) | ({tp} if tp is not None else set()))
     options = [
-        tp_option(shape, counts, t, dtype=dtype, kv_dtype=kv_dtype, context=context, concurrency=concurrency,
-                  gpus=gpus, gpus_per_node=gpus_per_node, overhead_bytes=overhead, budget_bytes=budget)
+        tp_option(
+            shape,
+            counts,
+            t,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            context=context,
+            concurrency=concurrency,
+            gpus=gpus,
+            gpus_per_node=gpus_per_node,
+            overhead_bytes=overhead,
+            budget_bytes=budget,
+        )
         for t in degrees
     ]
     candidates = [o for o in options if o.fits and o.divides_gpus and o.vllm_accepts]
     recommended = candidates[0].tp if candidates else None
     by_tp = {o.tp: o for o in options}
-    warnings = _warnings(shape, by_tp, recommended, tp=tp, gpus=gpus, gpus_per_node=gpus_per_node,
-                         context=context, concurrency=concurrency, budget=budget)
+    warnings = _warnings(
+        shape,
+        by_tp,
+        recommended,
+        tp=tp,
+        gpus=gpus,
+        gpus_per_node=gpus_per_node,
+        context=context,
+        concurrency=concurrency,
+        budget=budget,
+    )
     notes = [FP8_NOTE] if dtype == "fp8" else []
     kv_token = kv_bytes_per_token(shape, kv_dtype)
     return Plan(
@@ -350,8 +378,19 @@ def plan(
     )
 
 
-def _check_inputs(*, gpus: int, gpu_mem_gib: float, dtype: str, kv_dtype: str, context: int, concurrency: int,
-                  headroom: float, gpus_per_node: int, overhead_gib: float, tp: int | None) -> None:
+def _check_inputs(
+    *,
+    gpus: int,
+    gpu_mem_gib: float,
+    dtype: str,
+    kv_dtype: str,
+    context: int,
+    concurrency: int,
+    headroom: float,
+    gpus_per_node: int,
+    overhead_gib: float,
+    tp: int | None,
+) -> None:
     problems = []
     if gpus < 1:
         problems.append(f"--gpus must be at least 1, got {gpus}")
@@ -377,8 +416,18 @@ def _check_inputs(*, gpus: int, gpu_mem_gib: float, dtype: str, kv_dtype: str, c
         raise ConfigError("; ".join(problems))
 
 
-def _warnings(shape: ModelShape, by_tp: dict[int, TPOption], recommended: int | None, *, tp: int | None,
-              gpus: int, gpus_per_node: int, context: int, concurrency: int, budget: int) -> list[str]:
+def _warnings(
+    shape: ModelShape,
+    by_tp: dict[int, TPOption],
+    recommended: int | None,
+    *,
+    tp: int | None,
+    gpus: int,
+    gpus_per_node: int,
+    context: int,
+    concurrency: int,
+    budget: int,
+) -> list[str]:
     out: list[str] = []
     if shape.max_position_embeddings and context > shape.max_position_embeddings:
         out.append(f"--context {context} exceeds the model's max_position_embeddings {shape.max_position_embeddings}")
@@ -397,7 +446,9 @@ def _warnings(shape: ModelShape, by_tp: dict[int, TPOption], recommended: int | 
                 f"{best.max_sequences_at_context} sequence(s) at that context"
             )
         else:
-            out.append(f"no TP fits on {gpus} GPU(s): even one sequence of {context} tokens does not fit beside the weights")
+            out.append(
+                f"no TP fits on {gpus} GPU(s): even one sequence of {context} tokens does not fit beside the weights"
+            )
     elif by_tp[recommended].crosses_nodes:
         out.append(
             f"the smallest TP that fits ({recommended}) is more than --gpus-per-node {gpus_per_node}: "
@@ -409,7 +460,9 @@ def _warnings(shape: ModelShape, by_tp: dict[int, TPOption], recommended: int | 
     if not chosen.divides_gpus:
         out.append(f"TP {tp} does not divide {gpus} GPUs: {gpus % tp} GPU(s) would sit idle")
     if chosen.crosses_nodes:
-        out.append(f"TP {tp} is more than --gpus-per-node {gpus_per_node}: tensor-parallel all-reduces would cross nodes")
+        out.append(
+            f"TP {tp} is more than --gpus-per-node {gpus_per_node}: tensor-parallel all-reduces would cross nodes"
+        )
     if not chosen.vllm_accepts:
         out.append(
             f"TP {tp} does not split {shape.num_attention_heads} attention / {shape.num_key_value_heads} KV heads "

@@ -160,7 +160,9 @@ def extract_all(
         return
     stats = stats if stats is not None else ExtractionStats()
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["pipeline.ingest.ingest", "pypdf"])  # applies when the server starts; pypdfium2 loads on a first OCR page
+    ctx.set_forkserver_preload(
+        ["pipeline.ingest.ingest", "pypdf"]
+    )  # applies when the server starts; pypdfium2 loads on a first OCR page
     size = max(1, min(workers, len(files)))
     window = size * WINDOW_PER_CHILD
     children: list[_Child] = []
@@ -201,7 +203,10 @@ def extract_all(
 
 
 def _collect(
-    children: list[_Child], ready: dict[int, ingest.Extraction], timeout: float, stats: ExtractionStats,
+    children: list[_Child],
+    ready: dict[int, ingest.Extraction],
+    timeout: float,
+    stats: ExtractionStats,
     ocr_seconds_per_page: float = 0,
 ) -> None:
     """Wait until some busy child finishes, dies or runs out of time; record what happened."""

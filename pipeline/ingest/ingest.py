@@ -151,13 +151,31 @@ def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, s
 
 # Paragraph-level separators become blank lines; other line separators become newlines.
 _CHAR_MAP: dict[int, str | None] = {
-    0x0C: "\n\n", 0x2029: "\n\n", 0x0B: "\n", 0x85: "\n", 0x2028: "\n",
+    0x0C: "\n\n",
+    0x2029: "\n\n",
+    0x0B: "\n",
+    0x85: "\n",
+    0x2028: "\n",
     0x09: " ",
     0xAD: None,  # soft hyphen: an invisible hyphenation point
-    0x200B: None, 0x200C: None, 0x200D: None, 0x2060: None, 0xFEFF: None,
-    0xFB00: "ff", 0xFB01: "fi", 0xFB02: "fl", 0xFB03: "ffi", 0xFB04: "ffl", 0xFB05: "st", 0xFB06: "st",
+    0x200B: None,
+    0x200C: None,
+    0x200D: None,
+    0x2060: None,
+    0xFEFF: None,
+    0xFB00: "ff",
+    0xFB01: "fi",
+    0xFB02: "fl",
+    0xFB03: "ffi",
+    0xFB04: "ffl",
+    0xFB05: "st",
+    0xFB06: "st",
     # Symbol/Wingdings bullets that Word PDFs leave in the private use area.
-    0xF0B7: "•", 0xF0A7: "•", 0xF0D8: "•", 0xF076: "•", 0xF0FC: "•",
+    0xF0B7: "•",
+    0xF0A7: "•",
+    0xF0D8: "•",
+    0xF076: "•",
+    0xF0FC: "•",
 }
 for _c in [*range(0x00, 0x09), *range(0x0E, 0x20), *range(0x7F, 0x85), *range(0x86, 0xA0)]:
     _CHAR_MAP[_c] = None
@@ -297,7 +315,9 @@ _ABBREVIATIONS = frozenset(
     nov. dec. mfg. bros. assn. int'l. gov't. govt.""".split()
 )
 _INITIALS = re.compile(r"(?:[^\W\d_]\.)+")  # "J.", "U.S.", "e.g."
-_ENUMERATOR = re.compile(r"(?:\d{1,3}(?:\.\d{1,3})*|[A-Z]\d{1,3}-\d{1,3}|[ivxlcdm]{1,6}|[IVXLCDM]{1,6})\.")  # "1.", "2.3.", "iv."
+_ENUMERATOR = re.compile(
+    r"(?:\d{1,3}(?:\.\d{1,3})*|[A-Z]\d{1,3}-\d{1,3}|[ivxlcdm]{1,6}|[IVXLCDM]{1,6})\."
+)  # "1.", "2.3.", "iv."
 _LOOKBACK = 40  # longest token considered when vetoing a split
 
 
@@ -319,9 +339,11 @@ def _paragraph_sentences(text: str, start: int, end: int, out: list[tuple[int, i
             token = window[-1].lstrip("\"'“‘([")
             if token.lower() in _ABBREVIATIONS or _INITIALS.fullmatch(token):
                 continue
-            if _ENUMERATOR.fullmatch(token) and len(window) == 1 and _trimmed(
-                text, sentence_start, m.start() + 1 - len(window[-1])
-            ) is None:
+            if (
+                _ENUMERATOR.fullmatch(token)
+                and len(window) == 1
+                and _trimmed(text, sentence_start, m.start() + 1 - len(window[-1])) is None
+            ):
                 # "1. Services." / "12.3. Notices": the number labels the sentence, it does not end one.
                 continue
         span = _trimmed(text, sentence_start, m.end())
@@ -519,8 +541,13 @@ def stopped(path: Path, reason: str) -> Extraction:
     extracting process dying). The bytes are hashed here so the failure is recorded like any other."""
     path = Path(path)
     result = Extraction(
-        source=path.name, path=path, sha256=None, kind=path.suffix.lower().lstrip("."), size_bytes=0,
-        status="failed", reason=reason,
+        source=path.name,
+        path=path,
+        sha256=None,
+        kind=path.suffix.lower().lstrip("."),
+        size_bytes=0,
+        status="failed",
+        reason=reason,
     )
     digest = hashlib.sha256()
     try:
@@ -644,7 +671,7 @@ def extract(
 
 
 def ocr_summary(pages: Sequence[ExtractedPage], *, low_confidence: float) -> str:
-    """"2 of 5 pages read by OCR (tesseract 5.3.0); low confidence on page 4 (61)": what a document's status shows."""
+    """ "2 of 5 pages read by OCR (tesseract 5.3.0); low confidence on page 4 (61)": what a document's status shows."""
     read = [p for p in pages if p.text_source == OCR and p.has_text]
     if not read:
         return ""
@@ -669,7 +696,9 @@ def _ocr_failure_reason(empty: list[int], failures: dict[int, str], config: ocr_
     return "; ".join(parts)
 
 
-def _ocr_pages(pages: list[ExtractedPage], data: bytes, *, password: str | None, config: ocr_engine.OcrConfig) -> dict[int, str]:
+def _ocr_pages(
+    pages: list[ExtractedPage], data: bytes, *, password: str | None, config: ocr_engine.OcrConfig
+) -> dict[int, str]:
     """OCR the pages that need it, replacing them in ``pages``; returns {page number: why OCR failed}.
 
     auto: pages without text; force: every page (a page OCR cannot read keeps its text layer).
@@ -682,7 +711,7 @@ def _ocr_pages(pages: list[ExtractedPage], data: bytes, *, password: str | None,
         return {pages[i].number: "the OCR engine is not installed (tesseract not found on PATH)" for i in targets}
     if ocr_engine.announce is not None:
         ocr_engine.announce(len(targets))  # the extraction parent extends this file's deadline
-    pdf = ocr_engine.open_pdf(data[data.find(b"%PDF-"):], password)
+    pdf = ocr_engine.open_pdf(data[data.find(b"%PDF-") :], password)
     if isinstance(pdf, str):
         return {pages[i].number: pdf for i in targets}
     failures: dict[int, str] = {}
@@ -708,8 +737,13 @@ def _ocr_pages(pages: list[ExtractedPage], data: bytes, *, password: str | None,
             if not text and page.has_text:  # force mode, OCR saw nothing: the text layer stays
                 continue
             pages[i] = ExtractedPage(
-                number=page.number, text=text, has_text=bool(text), text_source=OCR, ocr_engine=ocr_engine.ENGINE,
-                ocr_engine_version=version, ocr_confidence=read.confidence,
+                number=page.number,
+                text=text,
+                has_text=bool(text),
+                text_source=OCR,
+                ocr_engine=ocr_engine.ENGINE,
+                ocr_engine_version=version,
+                ocr_confidence=read.confidence,
             )
     finally:
         pdf.close()

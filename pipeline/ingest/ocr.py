@@ -169,7 +169,10 @@ def _tesseract(path: str, pgm: bytes, *, languages: str, dpi: int, psm: str) -> 
     try:
         proc = subprocess.run(
             [path, "stdin", "stdout", "-l", languages, "--dpi", str(dpi), "--psm", psm, "tsv"],
-            input=pgm, capture_output=True, env=_env(), preexec_fn=_die_with_parent,
+            input=pgm,
+            capture_output=True,
+            env=_env(),
+            preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         return f"the OCR engine could not be started ({exc.strerror or exc})"
@@ -210,8 +213,11 @@ def line_slope(tsv: str) -> float:
         except ValueError:
             continue
         lines.setdefault((cols[1], cols[2], cols[3], cols[4]), []).append((left, bottom))
-    slopes = sorted((ws[-1][1] - ws[0][1]) / (ws[-1][0] - ws[0][0])
-                    for ws in lines.values() if len(ws) >= 3 and ws[-1][0] - ws[0][0] >= 200)
+    slopes = sorted(
+        (ws[-1][1] - ws[0][1]) / (ws[-1][0] - ws[0][0])
+        for ws in lines.values()
+        if len(ws) >= 3 and ws[-1][0] - ws[0][0] >= 200
+    )
     return slopes[len(slopes) // 2] if slopes else 0.0
 
 

@@ -73,7 +73,9 @@ def _place(sentences: list[str]) -> str | None:
 
 def _title(sentences: list[str]) -> str | None:
     for s in sentences:
-        m = re.search(r"([A-Z][A-Za-z&\-]*(?:\s+[A-Z][A-Za-z&\-]*){0,6}\s+(?:AGREEMENT|Agreement|CONTRACT|Contract))", s)
+        m = re.search(
+            r"([A-Z][A-Za-z&\-]*(?:\s+[A-Z][A-Za-z&\-]*){0,6}\s+(?:AGREEMENT|Agreement|CONTRACT|Contract))", s
+        )
         if m:
             return m[1].strip()
     return None
@@ -99,91 +101,173 @@ _NUM = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|t
 # CUAD column name -> rule. The expressions follow each category's description in CUAD's README.
 RULES: dict[str, Rule] = {
     "Document Name": _r(r"\b(agreement|contract|amendment|addendum)\b", head=8, max_citations=1, answer=_title),
-    "Parties": _r(r"\b(by and between|between|among)\b.*\b(inc|llc|ltd|corporation|corp|company|limited|l\.?p|gmbh|plc|s\.a)\b"
-                  r"|\(\s*[\"'\u201c]\w+[\"'\u201d]\s*\)", head=25, max_citations=3, answer=_parties),
-    "Agreement Date": _r(r"\b(dated|made|entered into|effective)\b.*\b(\d{4})\b|\bas of\b.*\b\d{4}\b|\bday of\b\s+\w+,?\s+\d{4}",
-                         head=12, max_citations=1, answer=_first_date),
-    "Effective Date": _r(r"\beffective\s+(date|as of|on|upon)\b|\bshall (become|be) effective\b|\bcommenc\w+ on\b",
-                         max_citations=2, answer=_first_date),
-    "Expiration Date": _r(r"\b(initial|original)\s+term\b|\bshall (expire|terminate|continue|remain in (full )?(force|effect))\b.*"
-                          r"\b(until|for a period|years?|months?|expir)|\bterm of (this|the) agreement\b.*\b(year|month|until)",
-                          max_citations=2, answer=_first_date),
-    "Renewal Term": _r(r"\b(automatically|successive|further)\b.*\b(renew\w*|extend\w*)\b|\brenew\w*\b.*\b(successive|additional)\b"
-                       r"|\brenewal term\b", max_citations=2, answer=_first_duration),
+    "Parties": _r(
+        r"\b(by and between|between|among)\b.*\b(inc|llc|ltd|corporation|corp|company|limited|l\.?p|gmbh|plc|s\.a)\b"
+        r"|\(\s*[\"'\u201c]\w+[\"'\u201d]\s*\)",
+        head=25,
+        max_citations=3,
+        answer=_parties,
+    ),
+    "Agreement Date": _r(
+        r"\b(dated|made|entered into|effective)\b.*\b(\d{4})\b|\bas of\b.*\b\d{4}\b|\bday of\b\s+\w+,?\s+\d{4}",
+        head=12,
+        max_citations=1,
+        answer=_first_date,
+    ),
+    "Effective Date": _r(
+        r"\beffective\s+(date|as of|on|upon)\b|\bshall (become|be) effective\b|\bcommenc\w+ on\b",
+        max_citations=2,
+        answer=_first_date,
+    ),
+    "Expiration Date": _r(
+        r"\b(initial|original)\s+term\b|\bshall (expire|terminate|continue|remain in (full )?(force|effect))\b.*"
+        r"\b(until|for a period|years?|months?|expir)|\bterm of (this|the) agreement\b.*\b(year|month|until)",
+        max_citations=2,
+        answer=_first_date,
+    ),
+    "Renewal Term": _r(
+        r"\b(automatically|successive|further)\b.*\b(renew\w*|extend\w*)\b|\brenew\w*\b.*\b(successive|additional)\b"
+        r"|\brenewal term\b",
+        max_citations=2,
+        answer=_first_duration,
+    ),
     "Notice Period To Terminate Renewal": _r(
         r"\b(not to renew|non-?renewal|intention not to|elects? not to|prior to the (end|expiration) of the (then[- ]current|initial|renewal)"
-        r"|unless (either|a|one) party (gives|provides|notifies))\b", max_citations=2, answer=_first_duration),
-    "Governing Law": _r(r"\bgovern(ed|s|ing)?\b.{0,100}\blaws?\b|\blaws?\b.{0,100}\bgovern|\b(construed|interpreted|enforced)\b.{0,60}"
-                        r"\b(accordance with|under|by) the laws?\b|\bgoverning law\b",
-                        max_citations=2, answer=_place),
-    "Most Favored Nation": _r(r"most favou?red|(no less|not less|at least as) favou?rable\b.*\b(terms|price|pricing)"
-                              r"|\b(better|lower|more favou?rable) (terms|price|pricing)\b.*\b(third part|other|any)"),
+        r"|unless (either|a|one) party (gives|provides|notifies))\b",
+        max_citations=2,
+        answer=_first_duration,
+    ),
+    "Governing Law": _r(
+        r"\bgovern(ed|s|ing)?\b.{0,100}\blaws?\b|\blaws?\b.{0,100}\bgovern|\b(construed|interpreted|enforced)\b.{0,60}"
+        r"\b(accordance with|under|by) the laws?\b|\bgoverning law\b",
+        max_citations=2,
+        answer=_place,
+    ),
+    "Most Favored Nation": _r(
+        r"most favou?red|(no less|not less|at least as) favou?rable\b.*\b(terms|price|pricing)"
+        r"|\b(better|lower|more favou?rable) (terms|price|pricing)\b.*\b(third part|other|any)"
+    ),
     "Competitive Restriction Exception": _r(
         r"\b(notwithstanding|except|shall not (prevent|restrict|prohibit|apply)|nothing in this)\b.*"
-        r"\b(compet\w*|exclusiv\w*|solicit\w*)\b"),
-    "Non-Compete": _r(r"\bnon-?compet\w*|\bnot\b.{0,60}\b(compet\w+|competitive product|competing)\b|\b(engage|participate) in\b.{0,60}\bcompet"),
-    "Exclusivity": _r(r"(?<!non-)(?<!non)\bexclusiv\w*\b(?!.{0,20}\blicen)(?! of\b)|\bsole (and exclusive )?(supplier|distributor|provider|source)\b"
-                      r"|\ball (of )?(its|their) requirements\b"),
-    "No-Solicit Of Customers": _r(r"\bsolicit\w*\b.{0,120}\b(customer|client|distributor|supplier|account)s?\b"
-                                  r"|\b(customer|client)s?\b.{0,80}\bsolicit"),
-    "No-Solicit Of Employees": _r(r"\b(solicit\w*|hire|hiring|employ|recruit\w*)\b.{0,120}\b(employee|personnel|staff|contractor)s?\b"
-                                  r".{0,120}\b(other party|either party|the company|without|during|for a period)"),
+        r"\b(compet\w*|exclusiv\w*|solicit\w*)\b"
+    ),
+    "Non-Compete": _r(
+        r"\bnon-?compet\w*|\bnot\b.{0,60}\b(compet\w+|competitive product|competing)\b|\b(engage|participate) in\b.{0,60}\bcompet"
+    ),
+    "Exclusivity": _r(
+        r"(?<!non-)(?<!non)\bexclusiv\w*\b(?!.{0,20}\blicen)(?! of\b)|\bsole (and exclusive )?(supplier|distributor|provider|source)\b"
+        r"|\ball (of )?(its|their) requirements\b"
+    ),
+    "No-Solicit Of Customers": _r(
+        r"\bsolicit\w*\b.{0,120}\b(customer|client|distributor|supplier|account)s?\b"
+        r"|\b(customer|client)s?\b.{0,80}\bsolicit"
+    ),
+    "No-Solicit Of Employees": _r(
+        r"\b(solicit\w*|hire|hiring|employ|recruit\w*)\b.{0,120}\b(employee|personnel|staff|contractor)s?\b"
+        r".{0,120}\b(other party|either party|the company|without|during|for a period)"
+    ),
     "Non-Disparagement": _r(r"\bdisparag\w*|\bderogatory\b|\bnegative (statement|comment)s?\b|\bdefam\w*"),
-    "Termination For Convenience": _r(r"\b(terminate|termination)\b.{0,80}\b(for convenience|without cause|for any reason|at any time"
-                                      r"|with or without cause|upon \w+ \(?\d*\)?\s*(days|months)'? (prior )?(written )?notice)"),
-    "Rofr/Rofo/Rofn": _r(r"\bright of first (refusal|offer|negotiation)|\bfirst right to\b|\bright to (first )?negotiate\b"
-                         r"|\boption to (purchase|acquire|license)\b"),
-    "Change Of Control": _r(r"\bchange (of|in) (the )?control\b|\b(merger|consolidation|acquisition)\b.{0,100}\b(terminat|assign|consent)"
-                            r"|\b(all or substantially all|sale of all)\b.{0,40}\b(assets|business|stock)\b"),
-    "Anti-Assignment": _r(r"\b(assign\w*|transfer\w*|delegat\w*)\b.{0,150}\b(without the (prior )?(written )?consent|consent of)"
-                          r"|\bmay not\b.{0,30}\bassign|\bshall not\b.{0,40}\bassign|\bnot (be )?assignable\b|\bnon-?assignable\b"),
-    "Revenue/Profit Sharing": _r(r"\broyalt(y|ies)\b(?![- ]free)|\b(revenue|profit)s?[- ]shar\w*|\bshare of (the )?(revenue|profit|net|gross)"
-                                 r"|\b\d+(\.\d+)?\s*%\s*(of|on)\s*(the\s+)?(net|gross|all)\s+(revenue|sales|receipts|profit|income)"
-                                 r"|(?-i:\bcommissions?\b)"),
-    "Price Restrictions": _r(r"\b(price|prices|pricing|fees?)\b.{0,80}\b(shall not|may not|will not)\b.{0,30}\b(increase|exceed|change|raise)"
-                             r"|\b(not|no) (be )?(increase|raise)\w*.{0,40}\b(price|fee)s?|\bprice (protection|increase|adjustment)s?\b"),
-    "Minimum Commitment": _r(r"\bminimum (purchase|order|quantity|quantities|volume|commitment|annual|amount|number|royalt|payment|sales|fee)"
-                             r"|\b(guaranteed )?minimum (of \d|number of|threshold)|\bat least\b.{0,40}\b(units|per (year|month|quarter)|orders?)\b|\b(purchase|order|buy)\b.{0,40}\bnot less than\b"),
-    "Volume Restriction": _r(r"\b(exceed\w*|in excess of|more than|additional)\b.{0,60}\b(users?|units|volume|capacity|usage|licenses|seats|cap)\b"
-                             r".{0,80}\b(fee|charge|consent|approv|pay|additional)|\bvolume (limit|restriction|cap)"),
-    "Ip Ownership Assignment": _r(r"\b(hereby assigns?|shall assign|agrees to assign|assigns? and transfers?|shall (be|become|remain) the "
-                                  r"(sole |exclusive )?(and exclusive )?property of|shall own all|vest\w* in|work made for hire|works? for hire)\b"),
-    "Joint Ip Ownership": _r(r"\bjoint(ly)?\b.{0,40}\b(own\w*|intellectual property|invent\w*|patent)|\bco-?own\w*|\bshared ownership\b"),
-    "License Grant": _r(r"\b(hereby )?grants?\b.{0,120}\blicen[cs]e|\blicen[cs]e (is )?(granted|to use)\b|\bsub-?licen[cs]e\b"),
-    "Non-Transferable License": _r(r"\bnon-?transferable|\bnot transferable|\bnon-?sub-?licensable|\bwithout the right to (sub-?licen|transfer)"
-                                   r"|\blicen[cs]e\b.{0,120}\b(may not|shall not)\b.{0,40}\b(transfer|assign|sub-?licen)"),
-    "Affiliate License-Licensor": _r(r"\b(on behalf of|for) itself and (on behalf of )?its affiliates\b.{0,120}\b(grant|licen[cs]e)"
-                                     r"|\b(grant\w*|licen[cs]e\w*)\b.{0,150}\b(owned|controlled|licensable|held)\b.{0,40}\b(by )?(its|their|any of its)"
-                                     r" affiliates\b"),
-    "Affiliate License-Licensee": _r(r"\blicen[cs]e\w*\b.{0,150}\b(to|for|by)\b.{0,40}\b(its |their )?(affiliates|subsidiaries)\b"
-                                     r"|\b(licensee|distributor|company)'?s? (affiliates|subsidiaries)\b.{0,80}\b(use|licen)"),
-    "Unlimited/All-You-Can-Eat-License": _r(r"\bunlimited\b.{0,60}\b(licen|use|number|copies|users)|\ball[- ]you[- ]can[- ]eat\b"
-                                            r"|\benterprise[- ]wide\b|\bwithout (any )?(limit|limitation) (on|as to) the number\b"),
-    "Irrevocable Or Perpetual License": _r(r"\b(irrevocabl\w*|perpetual\w*|in perpetuity)\b.{0,120}\blicen|\blicen[cs]e\w*\b.{0,120}"
-                                           r"\b(irrevocabl\w*|perpetual\w*|in perpetuity)\b"),
+    "Termination For Convenience": _r(
+        r"\b(terminate|termination)\b.{0,80}\b(for convenience|without cause|for any reason|at any time"
+        r"|with or without cause|upon \w+ \(?\d*\)?\s*(days|months)'? (prior )?(written )?notice)"
+    ),
+    "Rofr/Rofo/Rofn": _r(
+        r"\bright of first (refusal|offer|negotiation)|\bfirst right to\b|\bright to (first )?negotiate\b"
+        r"|\boption to (purchase|acquire|license)\b"
+    ),
+    "Change Of Control": _r(
+        r"\bchange (of|in) (the )?control\b|\b(merger|consolidation|acquisition)\b.{0,100}\b(terminat|assign|consent)"
+        r"|\b(all or substantially all|sale of all)\b.{0,40}\b(assets|business|stock)\b"
+    ),
+    "Anti-Assignment": _r(
+        r"\b(assign\w*|transfer\w*|delegat\w*)\b.{0,150}\b(without the (prior )?(written )?consent|consent of)"
+        r"|\bmay not\b.{0,30}\bassign|\bshall not\b.{0,40}\bassign|\bnot (be )?assignable\b|\bnon-?assignable\b"
+    ),
+    "Revenue/Profit Sharing": _r(
+        r"\broyalt(y|ies)\b(?![- ]free)|\b(revenue|profit)s?[- ]shar\w*|\bshare of (the )?(revenue|profit|net|gross)"
+        r"|\b\d+(\.\d+)?\s*%\s*(of|on)\s*(the\s+)?(net|gross|all)\s+(revenue|sales|receipts|profit|income)"
+        r"|(?-i:\bcommissions?\b)"
+    ),
+    "Price Restrictions": _r(
+        r"\b(price|prices|pricing|fees?)\b.{0,80}\b(shall not|may not|will not)\b.{0,30}\b(increase|exceed|change|raise)"
+        r"|\b(not|no) (be )?(increase|raise)\w*.{0,40}\b(price|fee)s?|\bprice (protection|increase|adjustment)s?\b"
+    ),
+    "Minimum Commitment": _r(
+        r"\bminimum (purchase|order|quantity|quantities|volume|commitment|annual|amount|number|royalt|payment|sales|fee)"
+        r"|\b(guaranteed )?minimum (of \d|number of|threshold)|\bat least\b.{0,40}\b(units|per (year|month|quarter)|orders?)\b|\b(purchase|order|buy)\b.{0,40}\bnot less than\b"
+    ),
+    "Volume Restriction": _r(
+        r"\b(exceed\w*|in excess of|more than|additional)\b.{0,60}\b(users?|units|volume|capacity|usage|licenses|seats|cap)\b"
+        r".{0,80}\b(fee|charge|consent|approv|pay|additional)|\bvolume (limit|restriction|cap)"
+    ),
+    "Ip Ownership Assignment": _r(
+        r"\b(hereby assigns?|shall assign|agrees to assign|assigns? and transfers?|shall (be|become|remain) the "
+        r"(sole |exclusive )?(and exclusive )?property of|shall own all|vest\w* in|work made for hire|works? for hire)\b"
+    ),
+    "Joint Ip Ownership": _r(
+        r"\bjoint(ly)?\b.{0,40}\b(own\w*|intellectual property|invent\w*|patent)|\bco-?own\w*|\bshared ownership\b"
+    ),
+    "License Grant": _r(
+        r"\b(hereby )?grants?\b.{0,120}\blicen[cs]e|\blicen[cs]e (is )?(granted|to use)\b|\bsub-?licen[cs]e\b"
+    ),
+    "Non-Transferable License": _r(
+        r"\bnon-?transferable|\bnot transferable|\bnon-?sub-?licensable|\bwithout the right to (sub-?licen|transfer)"
+        r"|\blicen[cs]e\b.{0,120}\b(may not|shall not)\b.{0,40}\b(transfer|assign|sub-?licen)"
+    ),
+    "Affiliate License-Licensor": _r(
+        r"\b(on behalf of|for) itself and (on behalf of )?its affiliates\b.{0,120}\b(grant|licen[cs]e)"
+        r"|\b(grant\w*|licen[cs]e\w*)\b.{0,150}\b(owned|controlled|licensable|held)\b.{0,40}\b(by )?(its|their|any of its)"
+        r" affiliates\b"
+    ),
+    "Affiliate License-Licensee": _r(
+        r"\blicen[cs]e\w*\b.{0,150}\b(to|for|by)\b.{0,40}\b(its |their )?(affiliates|subsidiaries)\b"
+        r"|\b(licensee|distributor|company)'?s? (affiliates|subsidiaries)\b.{0,80}\b(use|licen)"
+    ),
+    "Unlimited/All-You-Can-Eat-License": _r(
+        r"\bunlimited\b.{0,60}\b(licen|use|number|copies|users)|\ball[- ]you[- ]can[- ]eat\b"
+        r"|\benterprise[- ]wide\b|\bwithout (any )?(limit|limitation) (on|as to) the number\b"
+    ),
+    "Irrevocable Or Perpetual License": _r(
+        r"\b(irrevocabl\w*|perpetual\w*|in perpetuity)\b.{0,120}\blicen|\blicen[cs]e\w*\b.{0,120}"
+        r"\b(irrevocabl\w*|perpetual\w*|in perpetuity)\b"
+    ),
     "Source Code Escrow": _r(r"\bescrow\b|\bsource code\b.{0,80}\b(deposit|release|deliver)"),
-    "Post-Termination Services": _r(r"\b(after|following|upon|survive)\b.{0,30}\b(termination|expiration)\b.{0,150}"
-                                    r"\b(continue to|transition|wind[- ]down|sell[- ]off|support|services|return|deliver|complete|fulfil)"),
+    "Post-Termination Services": _r(
+        r"\b(after|following|upon|survive)\b.{0,30}\b(termination|expiration)\b.{0,150}"
+        r"\b(continue to|transition|wind[- ]down|sell[- ]off|support|services|return|deliver|complete|fulfil)"
+    ),
     "Audit Rights": _r(r"\baudit\w*\b|\b(inspect|examine|review)\w*\b.{0,60}\b(books|records|accounts)\b"),
-    "Uncapped Liability": _r(r"\b(shall not|will not|does not|not) (apply|limit)\b.{0,80}\b(indemnif|gross negligence|willful|wilful|breach of"
-                             r" confidential|fraud)|\b(exclusion|limitation)s? (of|on) liability\b.{0,120}\b(shall not apply|do not apply|except)"
-                             r"|\b(except|excluding|other than|save)\b.{0,150}\b(indemnif\w*|confidentiality|gross negligence|wil+ful|infring\w*)"
-                             r"\b.{0,200}\b(liab\w*|damages)\b"),
-    "Cap On Liability": _r(r"\b(liability|liable)\b.{0,200}\b(shall not exceed|not to exceed|in no event exceed|limited to|in excess of"
-                           r"|exceed the (total|amount|aggregate|fees)|maximum)|\bin no event shall\b.{0,80}\bliab"
-                           r"|\b(aggregate|total|cumulative) liability\b|\b(consequential|indirect|incidental|special|punitive)\b.{0,80}\bdamages\b"
-                           r"|\b(action|claim)s?\b.{0,80}\b(may|shall|must) (not )?be (brought|commenced)\b.{0,80}\b(years?|months?)\b"),
-    "Liquidated Damages": _r(r"\bliquidated damages\b|\b(termination|cancellation|break[- ]up|early termination|kill) (fee|charge|payment)\b"),
-    "Warranty Duration": _r(r"\bwarrant\w*\b.{0,120}\b(for a period of|period of|months?|years?|days?) (from|after|following|of)"
-                            r"|\bwarranty period\b"),
+    "Uncapped Liability": _r(
+        r"\b(shall not|will not|does not|not) (apply|limit)\b.{0,80}\b(indemnif|gross negligence|willful|wilful|breach of"
+        r" confidential|fraud)|\b(exclusion|limitation)s? (of|on) liability\b.{0,120}\b(shall not apply|do not apply|except)"
+        r"|\b(except|excluding|other than|save)\b.{0,150}\b(indemnif\w*|confidentiality|gross negligence|wil+ful|infring\w*)"
+        r"\b.{0,200}\b(liab\w*|damages)\b"
+    ),
+    "Cap On Liability": _r(
+        r"\b(liability|liable)\b.{0,200}\b(shall not exceed|not to exceed|in no event exceed|limited to|in excess of"
+        r"|exceed the (total|amount|aggregate|fees)|maximum)|\bin no event shall\b.{0,80}\bliab"
+        r"|\b(aggregate|total|cumulative) liability\b|\b(consequential|indirect|incidental|special|punitive)\b.{0,80}\bdamages\b"
+        r"|\b(action|claim)s?\b.{0,80}\b(may|shall|must) (not )?be (brought|commenced)\b.{0,80}\b(years?|months?)\b"
+    ),
+    "Liquidated Damages": _r(
+        r"\bliquidated damages\b|\b(termination|cancellation|break[- ]up|early termination|kill) (fee|charge|payment)\b"
+    ),
+    "Warranty Duration": _r(
+        r"\bwarrant\w*\b.{0,120}\b(for a period of|period of|months?|years?|days?) (from|after|following|of)"
+        r"|\bwarranty period\b"
+    ),
     "Insurance": _r(r"\binsurance\b|\binsured\b|\binsurer\b"),
-    "Covenant Not To Sue": _r(r"\b(not to|never|shall not|will not|agrees? not)\b.{0,60}\b(sue|bring (any )?(action|claim|suit)|contest|challenge"
-                              r"|dispute|attack|oppose)\b.{0,160}\b(validity|ownership|intellectual|trademarks?|patents?|marks?|rights?|title)"
-                              r"|\bcovenants? not to sue\b|\b(challeng\w*|contest\w*|question\w*|impair\w*|adversely affect\w*)\b.{0,60}\bvalidity\b"
-                              r"|\binconsistent with\b.{0,80}\bownership\b"),
-    "Third Party Beneficiary": _r(r"\bthird[- ]party beneficiar\w*|\bintended beneficiar\w*|\bentitled to enforce\b",
-                                  exclude=r"\bno\b.{0,30}\bbeneficiar|\bnot\b.{0,80}\bbeneficiar|\bnothing\b.{0,120}\bbeneficiar"
-                                  r"|^\W*[\d.]*\s*third[- ]party beneficiar\w*\W*$"),
+    "Covenant Not To Sue": _r(
+        r"\b(not to|never|shall not|will not|agrees? not)\b.{0,60}\b(sue|bring (any )?(action|claim|suit)|contest|challenge"
+        r"|dispute|attack|oppose)\b.{0,160}\b(validity|ownership|intellectual|trademarks?|patents?|marks?|rights?|title)"
+        r"|\bcovenants? not to sue\b|\b(challeng\w*|contest\w*|question\w*|impair\w*|adversely affect\w*)\b.{0,60}\bvalidity\b"
+        r"|\binconsistent with\b.{0,80}\bownership\b"
+    ),
+    "Third Party Beneficiary": _r(
+        r"\bthird[- ]party beneficiar\w*|\bintended beneficiar\w*|\bentitled to enforce\b",
+        exclude=r"\bno\b.{0,30}\bbeneficiar|\bnot\b.{0,80}\bbeneficiar|\bnothing\b.{0,120}\bbeneficiar"
+        r"|^\W*[\d.]*\s*third[- ]party beneficiar\w*\W*$",
+    ),
 }
 
 

@@ -237,12 +237,32 @@ def load_cuad(folder: Path, limit: int | None = None) -> list[CuadContract]:
 # --------------------------------------------------------------------------------------------
 # text matching
 
-_QUOTES = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
-    "\u00ad": None,  # soft hyphen
-})
+_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u00b4": "'",
+        "`": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u00ad": None,  # soft hyphen
+    }
+)
 # A hyphen between word characters, possibly followed by a line break: joined, so "termi-\nnation",
 # "termi- nation" and "termination" agree (and "non-exclusive" equals "nonexclusive" on both sides).
 _JOIN_HYPHEN = re.compile(r"(?<=\w)-\s*(?=\w)")
@@ -278,9 +298,26 @@ def overlaps(a: str, b: str, *, min_run: int = MATCH_TOKENS) -> bool:
 # --------------------------------------------------------------------------------------------
 # answer normalisation
 
-_MONTHS = {m: i for i, m in enumerate(
-    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-     "november", "december"], start=1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        [
+            "january",
+            "february",
+            "march",
+            "april",
+            "may",
+            "june",
+            "july",
+            "august",
+            "september",
+            "october",
+            "november",
+            "december",
+        ],
+        start=1,
+    )
+}
 _MONTHS.update({k[:3]: v for k, v in list(_MONTHS.items())})
 _MONTHS["sept"] = 9
 _MONTH_RE = r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
@@ -291,12 +328,52 @@ _DATE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"\b{_MONTH_RE}\s+(\d{{1,2}}){_ORD},?\s+(\d{{4}})\b"), "Mdy"),
     (re.compile(rf"\b(\d{{1,2}}){_ORD}\s+(?:day\s+of\s+)?{_MONTH_RE},?\s+(\d{{4}})\b"), "dMy"),
 ]
-_WORD_NUMBERS = {w: i for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
-_WORD_NUMBERS.update({"thirty": 30, "forty": 40, "forty-five": 45, "fifty": 50, "sixty": 60, "seventy": 70,
-                      "eighty": 80, "ninety": 90, "a": 1, "an": 1, "one hundred twenty": 120,
-                      "one hundred eighty": 180, "one hundred and eighty": 180, "one hundred and twenty": 120})
+_WORD_NUMBERS = {
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
+    )
+}
+_WORD_NUMBERS.update(
+    {
+        "thirty": 30,
+        "forty": 40,
+        "forty-five": 45,
+        "fifty": 50,
+        "sixty": 60,
+        "seventy": 70,
+        "eighty": 80,
+        "ninety": 90,
+        "a": 1,
+        "an": 1,
+        "one hundred twenty": 120,
+        "one hundred eighty": 180,
+        "one hundred and eighty": 180,
+        "one hundred and twenty": 120,
+    }
+)
 _UNITS = {"day": "day", "business day": "business day", "week": "week", "month": "month", "year": "year"}
 _DURATION = re.compile(
     r"\b(\d+|" + "|".join(sorted((re.escape(w) for w in _WORD_NUMBERS), key=len, reverse=True)) + r")"
@@ -368,8 +445,31 @@ def normalize_duration(text: str) -> str | None:
     return None
 
 
-_LEGAL_SUFFIXES = {"inc", "incorporated", "llc", "ltd", "limited", "corp", "corporation", "co", "company", "plc",
-                   "lp", "llp", "sa", "ag", "gmbh", "bv", "nv", "the", "and", "of", "dba", "a", "an"}
+_LEGAL_SUFFIXES = {
+    "inc",
+    "incorporated",
+    "llc",
+    "ltd",
+    "limited",
+    "corp",
+    "corporation",
+    "co",
+    "company",
+    "plc",
+    "lp",
+    "llp",
+    "sa",
+    "ag",
+    "gmbh",
+    "bv",
+    "nv",
+    "the",
+    "and",
+    "of",
+    "dba",
+    "a",
+    "an",
+}
 
 
 def fold_name(text: str) -> tuple[str, ...]:
@@ -377,8 +477,22 @@ def fold_name(text: str) -> tuple[str, ...]:
     return tuple(t for t in normalize_tokens(text) if t not in _LEGAL_SUFFIXES)
 
 
-_PLACE_NOISE = {"state", "commonwealth", "laws", "law", "province", "of", "the", "country", "usa", "us",
-                "united", "states", "america", "federal"}
+_PLACE_NOISE = {
+    "state",
+    "commonwealth",
+    "laws",
+    "law",
+    "province",
+    "of",
+    "the",
+    "country",
+    "usa",
+    "us",
+    "united",
+    "states",
+    "america",
+    "federal",
+}
 
 
 def _place_tokens(text: str) -> set[str]:
@@ -457,7 +571,10 @@ class CategoryScore:
             "support": self.support,
             "evidence_recall": _ratio(self.spans_hit, self.spans, empty=None),
             "evidence_precision": _ratio(self.cited_hit, self.cited, empty=None),
-            "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
         }
         if self.answer_category:
             out["answer_accuracy"] = _ratio(self.answers_right, self.answers, empty=None)
@@ -503,9 +620,7 @@ class CuadScore:
         }
 
 
-def score(
-    contracts: list[CuadContract], predictions: Mapping[str, Mapping[str, Prediction]]
-) -> CuadScore:
+def score(contracts: list[CuadContract], predictions: Mapping[str, Mapping[str, Prediction]]) -> CuadScore:
     """Score ``predictions`` (contract name -> CUAD category -> Prediction) against the contracts' labels.
 
     Every category of every contract is scored; a missing contract or category counts as not asked.

@@ -85,7 +85,8 @@ def run_cuad_eval(
         matrix = build_matrix(s, batch=batch, playbook=book, prompt_version=settings.prompt_version)
         sentences = {
             name: [x.text for d in ids for x in repo.sentences_of(s, d)]
-            for name, ids in documents_by_contract.items() if ids
+            for name, ids in documents_by_contract.items()
+            if ids
         }
     model_score = score(contracts, matrix_predictions(matrix, documents_by_contract))
     base_score = score(contracts, baseline_predictions(contracts, sentences))
@@ -101,6 +102,9 @@ def run_cuad_eval(
         "mode": book.mode_name,
         "seconds": round(time.perf_counter() - t0, 2),
         "batch": batch,
-        "files": {"ingested": len(doc_of), "failed": [f"{f.source}: {f.reason}" for f in ingested.files if f.document_id is None]},
+        "files": {
+            "ingested": len(doc_of),
+            "failed": [f"{f.source}: {f.reason}" for f in ingested.files if f.document_id is None],
+        },
         "review": reviewed.as_dict(),
     }

@@ -32,14 +32,23 @@ class SideOutput:
     finish_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"case_id": self.case_id, "text": self.text, "token_ids": self.token_ids,
-                "logprobs": [[[t, lp] for t, lp in pos.items()] for pos in self.logprobs],
-                "finish_reason": self.finish_reason}
+        return {
+            "case_id": self.case_id,
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "logprobs": [[[t, lp] for t, lp in pos.items()] for pos in self.logprobs],
+            "finish_reason": self.finish_reason,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SideOutput:
-        return cls(d["case_id"], d["text"], list(d["token_ids"]),
-                   [{int(t): float(lp) for t, lp in pos} for pos in d["logprobs"]], d.get("finish_reason"))
+        return cls(
+            d["case_id"],
+            d["text"],
+            list(d["token_ids"]),
+            [{int(t): float(lp) for t, lp in pos} for pos in d["logprobs"]],
+            d.get("finish_reason"),
+        )
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -82,7 +91,8 @@ def top_n_agreement(base: SideOutput, cand: SideOutput) -> float:
     if n == 0:
         return 1.0
     ok = sum(
-        mutual_top_n(x, y, _lp(base, i), _lp(cand, i)) for i, (x, y) in enumerate(zip(base.token_ids, cand.token_ids, strict=False))
+        mutual_top_n(x, y, _lp(base, i), _lp(cand, i))
+        for i, (x, y) in enumerate(zip(base.token_ids, cand.token_ids, strict=False))
     )
     return ok / n
 
@@ -186,8 +196,7 @@ def found_clauses(case: GoldenCase, answer: Answer) -> dict[str, bool]:
     """Per expected clause type: did the answer name it with a citation on a page labelled for it?"""
     page_of = case.page_of()
     return {
-        t: any(page_of.get(o) in pages for o in answer.clauses.get(t, ()))
-        for t, pages in sorted(case.expected.items())
+        t: any(page_of.get(o) in pages for o in answer.clauses.get(t, ())) for t, pages in sorted(case.expected.items())
     }
 
 

@@ -50,8 +50,13 @@ class SideConfig:
         return (str(self.model), tuple(sorted((k, repr(v)) for k, v in self.engine.items())))
 
     def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec, "mode": self.mode, "model": str(self.model), "engine": self.engine,
-                "derived": self.derived}
+        return {
+            "spec": self.spec,
+            "mode": self.mode,
+            "model": str(self.model),
+            "engine": self.engine,
+            "derived": self.derived,
+        }
 
 
 def fp8_kernels_available() -> bool:
@@ -85,9 +90,13 @@ def resolve_config(
         if real:
             return SideConfig(spec, "real-fp8", base.model, {**base.engine, "quantization": "fp8"}, base.derived)
         rep = quantize.emulate_fp8(base.model, models_dir=settings.models_dir)
-        return SideConfig(spec, "emulated-fp8", Path(rep.path), {**base.engine, "quantization": None},
-                          {"method": rep.method, "params": rep.params, "source": rep.source,
-                           "relative_error": rep.relative_error})
+        return SideConfig(
+            spec,
+            "emulated-fp8",
+            Path(rep.path),
+            {**base.engine, "quantization": None},
+            {"method": rep.method, "params": rep.params, "source": rep.source, "relative_error": rep.relative_error},
+        )
     if name == "noise":
         scale_s, _, seed_s = arg.partition(":")
         try:
@@ -95,16 +104,21 @@ def resolve_config(
         except ValueError:
             raise ConfigError(f"bad noise spec {spec!r} (noise:SCALE or noise:SCALE:SEED)") from None
         rep = quantize.add_weight_noise(base.model, scale, seed=seed, models_dir=settings.models_dir)
-        return SideConfig(spec, "noise", Path(rep.path), {**base.engine, "quantization": None},
-                          {"method": rep.method, "params": rep.params, "source": rep.source,
-                           "relative_error": rep.relative_error})
+        return SideConfig(
+            spec,
+            "noise",
+            Path(rep.path),
+            {**base.engine, "quantization": None},
+            {"method": rep.method, "params": rep.params, "source": rep.source, "relative_error": rep.relative_error},
+        )
     path = Path(spec).expanduser()
     if path.suffix == ".toml":
         return _toml_config(path, model)
     if path.suffix == ".json":
         return load_saved_side(path, golden_version)
     raise ConfigError(
-        f"unknown CONFIG {spec!r}", hint="use bf16, fp8, fp8:real, fp8:emulated, noise:SCALE, a .toml file or a saved *-outputs.json"
+        f"unknown CONFIG {spec!r}",
+        hint="use bf16, fp8, fp8:real, fp8:emulated, noise:SCALE, a .toml file or a saved *-outputs.json",
     )
 
 
@@ -113,7 +127,10 @@ def _toml_config(path: Path, model: Path) -> SideConfig:
     raw = raw.get("engine", raw)
     unknown = sorted(set(raw) - ENGINE_KEYS - {"model"})
     if unknown:
-        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}", hint=f"allowed: model, {', '.join(sorted(ENGINE_KEYS))}")
+        raise ConfigError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}",
+            hint=f"allowed: model, {', '.join(sorted(ENGINE_KEYS))}",
+        )
     chosen = Path(model)
     if "model" in raw:
         chosen = Path(raw.pop("model")).expanduser()
@@ -128,10 +145,16 @@ def _toml_config(path: Path, model: Path) -> SideConfig:
     return SideConfig(str(path), mode, chosen, engine)
 
 
-def save_side(path: Path, gset: GoldenSet, config: SideConfig, snapshot: dict[str, Any], outputs: Sequence[SideOutput]) -> None:
+def save_side(
+    path: Path, gset: GoldenSet, config: SideConfig, snapshot: dict[str, Any], outputs: Sequence[SideOutput]
+) -> None:
     """One side's outputs, with what produced them, so a later run can reuse it as its baseline."""
-    data = {"golden_version": gset.version, "config": config.describe(), "engine": snapshot,
-            "outputs": [o.to_json() for o in outputs]}
+    data = {
+        "golden_version": gset.version,
+        "config": config.describe(),
+        "engine": snapshot,
+        "outputs": [o.to_json() for o in outputs],
+    }
     Path(path).write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -143,10 +166,16 @@ def load_saved_side(path: Path, golden_version: str) -> SideConfig:
     except ValueError as exc:
         raise ConfigError(f"saved outputs {path} are not valid JSON: {exc}") from None
     if data.get("golden_version") != golden_version:
-        raise ConfigError(f"saved outputs {path} are for golden set {data.get('golden_version')!r}, not {golden_version!r}")
+        raise ConfigError(
+            f"saved outputs {path} are for golden set {data.get('golden_version')!r}, not {golden_version!r}"
+        )
     cfg = data["config"]
-    derived = {**(cfg.get("derived") or {}), "saved_from": cfg.get("spec"), "saved_mode": cfg.get("mode"),
-               "saved_engine": data.get("engine")}
+    derived = {
+        **(cfg.get("derived") or {}),
+        "saved_from": cfg.get("spec"),
+        "saved_mode": cfg.get("mode"),
+        "saved_engine": data.get("engine"),
+    }
     outputs = [SideOutput.from_json(o) for o in data["outputs"]]
     return SideConfig(str(path), "saved", Path(cfg["model"]), dict(cfg["engine"]), derived, outputs)
 
@@ -156,8 +185,14 @@ def run_side(engine, gset: GoldenSet, prompts: Sequence[CasePrompt], *, seed: in
     from pipeline.engine.engine import Request
 
     requests = [
-        Request(prompt_token_ids=p.token_ids, max_tokens=p.max_tokens, json_schema=p.schema, temperature=0.0,
-                seed=seed, logprobs=gset.logprobs)
+        Request(
+            prompt_token_ids=p.token_ids,
+            max_tokens=p.max_tokens,
+            json_schema=p.schema,
+            temperature=0.0,
+            seed=seed,
+            logprobs=gset.logprobs,
+        )
         for p in prompts
     ]
     completions, _ = engine.generate(requests)
@@ -216,8 +251,9 @@ def run_golden(
     thresholds = load_thresholds(thresholds_file or thresholds_path(settings.prompts_dir, DEFAULT_THRESHOLDS))
     model_dir = Path(model) if model is not None else settings.resolved_model()
     base_cfg = resolve_config(baseline, model=model_dir, settings=settings, golden_version=golden_version)
-    cand_cfg = resolve_config(candidate, model=base_cfg.model, settings=settings, baseline=base_cfg,
-                              golden_version=golden_version)
+    cand_cfg = resolve_config(
+        candidate, model=base_cfg.model, settings=settings, baseline=base_cfg, golden_version=golden_version
+    )
     if base_cfg.saved is not None and cand_cfg.saved is not None:
         raise ConfigError("baseline and candidate cannot both be saved outputs")
     same = base_cfg.saved is None and cand_cfg.saved is None and base_cfg.key() == cand_cfg.key()
@@ -255,8 +291,17 @@ def run_golden(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     report_dir = Path(report_root or settings.reports_dir / "golden") / f"golden-{stamp}-{mode}"
     report_dir.mkdir(parents=True, exist_ok=True)
-    outcome = GoldenOutcome(comparison.verdict, mode, gset.version, thresholds.version, base_desc, cand_desc,
-                            comparison, report_dir, seconds=seconds)
+    outcome = GoldenOutcome(
+        comparison.verdict,
+        mode,
+        gset.version,
+        thresholds.version,
+        base_desc,
+        cand_desc,
+        comparison,
+        report_dir,
+        seconds=seconds,
+    )
     save_side(report_dir / "baseline-outputs.json", gset, base_cfg, snapshots["baseline"], outputs["baseline"])
     save_side(report_dir / "candidate-outputs.json", gset, cand_cfg, snapshots["candidate"], outputs["candidate"])
     if factory is not None:
@@ -294,18 +339,33 @@ def _store(factory, outcome: GoldenOutcome, outputs: dict[str, list[SideOutput]]
     from storage import repo
     from storage.db import transaction
 
-    metrics = {"aggregates": outcome.comparison.aggregates, "checks": outcome.comparison.checks,
-               "seconds": outcome.seconds}
+    metrics = {
+        "aggregates": outcome.comparison.aggregates,
+        "checks": outcome.comparison.checks,
+        "seconds": outcome.seconds,
+    }
     with transaction(factory) as s:
         run = repo.add_golden_run(
-            s, golden_version=outcome.golden_version, thresholds_version=outcome.thresholds_version,
-            mode=outcome.mode, baseline=_jsonable(outcome.baseline), candidate=_jsonable(outcome.candidate),
-            metrics=_jsonable(metrics), verdict=outcome.verdict, report_path=None,
+            s,
+            golden_version=outcome.golden_version,
+            thresholds_version=outcome.thresholds_version,
+            mode=outcome.mode,
+            baseline=_jsonable(outcome.baseline),
+            candidate=_jsonable(outcome.candidate),
+            metrics=_jsonable(metrics),
+            verdict=outcome.verdict,
+            report_path=None,
         )
         repo.add_golden_results(
-            s, run.id,
+            s,
+            run.id,
             [
-                {"case_id": m["case_id"], "metrics": _jsonable(m), "baseline_output": b.text, "candidate_output": c.text}
+                {
+                    "case_id": m["case_id"],
+                    "metrics": _jsonable(m),
+                    "baseline_output": b.text,
+                    "candidate_output": c.text,
+                }
                 for m, b, c in zip(outcome.comparison.per_case, outputs["baseline"], outputs["candidate"], strict=True)
             ],
         )

@@ -31,10 +31,22 @@ V1_PARAMS: dict[str, Any] = {
     "max_case_chars": MAX_CASE_CHARS,
     "summarize_max_tokens": 768,
     "find_max_tokens": 384,
-    "limits": {"summary_chars": 300, "finding_chars": 150, "text_chars": 60, "max_parties": 4,
-               "max_dates": 3, "max_citations": 4},
-    "find_limits": {"summary_chars": 160, "finding_chars": 150, "text_chars": 60, "max_parties": 0,
-                    "max_dates": 0, "max_citations": 4},
+    "limits": {
+        "summary_chars": 300,
+        "finding_chars": 150,
+        "text_chars": 60,
+        "max_parties": 4,
+        "max_dates": 3,
+        "max_citations": 4,
+    },
+    "find_limits": {
+        "summary_chars": 160,
+        "finding_chars": 150,
+        "text_chars": 60,
+        "max_parties": 0,
+        "max_dates": 0,
+        "max_citations": 4,
+    },
 }
 
 
@@ -114,12 +126,17 @@ def load_golden_set(prompts_dir: Path, version: str = DEFAULT_VERSION) -> Golden
         cases.append(GoldenCase(sentences=sentences, **raw))
     if meta.get("version") != version:
         raise ConfigError(f"golden set {folder} says version {meta.get('version')!r}, expected {version!r}")
-    return GoldenSet(version=version, directory=folder, params=meta["params"], cases=cases,
-                     built_from=meta.get("built_from", {}))
+    return GoldenSet(
+        version=version, directory=folder, params=meta["params"], cases=cases, built_from=meta.get("built_from", {})
+    )
 
 
 def build_golden_set(
-    out_dir: Path, *, corpus_dir: Path | None = None, version: str = DEFAULT_VERSION, params: dict[str, Any] | None = None
+    out_dir: Path,
+    *,
+    corpus_dir: Path | None = None,
+    version: str = DEFAULT_VERSION,
+    params: dict[str, Any] | None = None,
 ) -> GoldenSet:
     """(Re)write a golden set from the bundled contracts and their manifest. Deterministic: the
     same corpus and code write byte-identical files.
@@ -163,9 +180,18 @@ def build_golden_set(
             expected = {clause_type: [page]}
             case_id, max_tokens = f"find-{clause_type}-{c['id']}-p{page}", params["find_max_tokens"]
         absent = [t for t in CLAUSE_TYPES if not c["clauses"].get(t, {}).get("present")]
-        return GoldenCase(id=case_id, kind=kind, contract=c["id"], source=c["pdf_file"], pages=[page],
-                          sentences=sentences, expected=expected, absent=absent, max_tokens=max_tokens,
-                          clause_type=clause_type)
+        return GoldenCase(
+            id=case_id,
+            kind=kind,
+            contract=c["id"],
+            source=c["pdf_file"],
+            pages=[page],
+            sentences=sentences,
+            expected=expected,
+            absent=absent,
+            max_tokens=max_tokens,
+            clause_type=clause_type,
+        )
 
     cases: list[GoldenCase] = []
     used: set[tuple[str, int]] = set()

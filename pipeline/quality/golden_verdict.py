@@ -76,7 +76,9 @@ class Comparison:
     checks: list[dict[str, Any]]
 
 
-def compare(gset: GoldenSet, base: Sequence[SideOutput], cand: Sequence[SideOutput], thresholds: Thresholds) -> Comparison:
+def compare(
+    gset: GoldenSet, base: Sequence[SideOutput], cand: Sequence[SideOutput], thresholds: Thresholds
+) -> Comparison:
     by_id = {c.id: c for c in gset.cases}
     if [o.case_id for o in base] != [o.case_id for o in cand] or set(by_id) != {o.case_id for o in base}:
         raise ConfigError("baseline and candidate outputs do not cover the same golden cases")
@@ -160,16 +162,22 @@ def report_markdown(outcome: GoldenOutcome, gset: GoldenSet, thresholds: Thresho
     for side, d in (("baseline", b), ("candidate", c)):
         if d.get("derived"):
             der = d["derived"]
-            lines.append(f"| {side} weights | {der.get('method', der.get('saved_mode', ''))} {der.get('params', '')} "
-                         f"(relative weight error {_fmt(der.get('relative_error'), 4)}) | |")
+            lines.append(
+                f"| {side} weights | {der.get('method', der.get('saved_mode', ''))} {der.get('params', '')} "
+                f"(relative weight error {_fmt(der.get('relative_error'), 4)}) | |"
+            )
     lines += ["", "## Gate", "", "| check | value | threshold | |", "|---|---|---|---|"]
     for r in cmp_.checks:
-        lines.append(f"| {r['metric']} | {_fmt(r['value'], 4)} | {r['op']} {r['limit']:g} | {'ok' if r['ok'] else '**FAIL**'} |")
+        lines.append(
+            f"| {r['metric']} | {_fmt(r['value'], 4)} | {r['op']} {r['limit']:g} | {'ok' if r['ok'] else '**FAIL**'} |"
+        )
     lines += ["", "## Set totals", "", "| metric | value |", "|---|---|"]
     for k, v in agg.items():
         lines.append(f"| {k} | {_fmt(v, 4)} |")
     lines += [
-        "", "## Cases", "",
+        "",
+        "## Cases",
+        "",
         "| case | exact | first div. | tokens b/c | vLLM rule | top-N agree | mean \\|Δlp\\| | ROUGE-L | cite J | coverage b→c |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -181,7 +189,9 @@ def report_markdown(outcome: GoldenOutcome, gset: GoldenSet, thresholds: Thresho
             f"{_fmt(m['citation_jaccard'])} | {_fmt(m['coverage_baseline'], 2)}→{_fmt(m['coverage_candidate'], 2)} |"
         )
     lines += [
-        "", "![first divergence per case](divergence.png)", "",
+        "",
+        "![first divergence per case](divergence.png)",
+        "",
         "*first div.*: index of the first output token where the two sides differ. *vLLM rule*: at that "
         f"token each side's choice is within the other's top-{gset.logprobs} (vLLM's `check_logprobs_close`). "
         "*top-N agree*: share of positions where that holds. *mean |Δlp|*: chosen-token logprob "
@@ -192,8 +202,9 @@ def report_markdown(outcome: GoldenOutcome, gset: GoldenSet, thresholds: Thresho
     return "\n".join(lines)
 
 
-def write_report(outcome: GoldenOutcome, gset: GoldenSet, thresholds: Thresholds,
-                 outputs: dict[str, list[SideOutput]]) -> Path:
+def write_report(
+    outcome: GoldenOutcome, gset: GoldenSet, thresholds: Thresholds, outputs: dict[str, list[SideOutput]]
+) -> Path:
     """``report.md`` and ``divergence.png`` in the outcome's report folder."""
     outcome.report_path.write_text(report_markdown(outcome, gset, thresholds), encoding="utf-8")
     plot_divergence(outcome, outcome.report_dir / "divergence.png")
@@ -230,7 +241,10 @@ def plot_divergence(outcome: GoldenOutcome, path: Path) -> Path:
             Line2D([], [], marker="D", color="#2ca02c", linestyle="", label="divergence within top-N (vLLM rule)"),
             Line2D([], [], marker="D", color="#d62728", linestyle="", label="divergence outside top-N"),
         ],
-        fontsize=7, loc="lower center", ncol=4, frameon=False,
+        fontsize=7,
+        loc="lower center",
+        ncol=4,
+        frameon=False,
     )
     ax.set_title(f"{outcome.verdict} · {outcome.mode} · first divergence per case", fontsize=10)
     fig.tight_layout(rect=(0, 0.3 / height, 1, 1))  # room for the legend below the axes

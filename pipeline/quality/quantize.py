@@ -92,7 +92,9 @@ def emulate_fp8(
         raise ConfigError(f"unknown FP8 scale granularity {granularity!r} (channel or tensor)")
     source = _checkpoint(source)
     dest = dest or _default_dest(source, models_dir, f"fp8emu-{granularity}")
-    return _derive(source, dest, "fp8-emulated", {"granularity": granularity}, lambda w, _g: fp8_roundtrip(w, granularity))
+    return _derive(
+        source, dest, "fp8-emulated", {"granularity": granularity}, lambda w, _g: fp8_roundtrip(w, granularity)
+    )
 
 
 def add_weight_noise(
@@ -164,7 +166,7 @@ def _derive(
                     t = f.get_tensor(name)
                     if is_quantized_weight(name, t.ndim) and t.is_floating_point():
                         new = transform(t, generator)
-                        d = (new.float() - t.float())
+                        d = new.float() - t.float()
                         diff_sq += float((d * d).sum())
                         ref_sq += float((t.float() ** 2).sum())
                         report.max_abs_error = max(report.max_abs_error, float(d.abs().max()))

@@ -119,7 +119,13 @@ def image_pdf(images: Sequence[Image.Image], path: Path, *, dpi: int, encoding: 
     for image in images:
         head, data = _image_object(image, encoding, dpi)
         image_ref = len(objects) + 1
-        objects.append(b"<< /Type /XObject /Subtype /Image " + head + b" /Length %d >>\nstream\n" % len(data) + data + b"\nendstream")
+        objects.append(
+            b"<< /Type /XObject /Subtype /Image "
+            + head
+            + b" /Length %d >>\nstream\n" % len(data)
+            + data
+            + b"\nendstream"
+        )
         w, h = image.width * 72 / dpi, image.height * 72 / dpi
         content = f"q {w:.3f} 0 0 {h:.3f} 0 0 cm /Im0 Do Q".encode()
         content_ref = len(objects) + 1
@@ -151,7 +157,9 @@ def assemble_pdf(objects: list[bytes], *, version: str = "1.4") -> bytes:
     return bytes(out)
 
 
-def scanned_copy(pdf: Path, path: Path, *, dpi: int, pages: Sequence[int] | None = None, encoding: str = "flate") -> Path:
+def scanned_copy(
+    pdf: Path, path: Path, *, dpi: int, pages: Sequence[int] | None = None, encoding: str = "flate"
+) -> Path:
     """An image-only copy of ``pdf`` (or of some of its pages), as a scanner would make it."""
     return image_pdf(render_pages(pdf, dpi, pages), path, dpi=dpi, encoding=encoding)
 

@@ -163,7 +163,16 @@ def _render_json(report: Report) -> str:
 # --- csv ------------------------------------------------------------------------------------
 
 CSV_COLUMNS = (
-    "document_id", "source", "status", "clause_type", "clause_status", "finding", "answer", "sentence_id", "page", "text",
+    "document_id",
+    "source",
+    "status",
+    "clause_type",
+    "clause_status",
+    "finding",
+    "answer",
+    "sentence_id",
+    "page",
+    "text",
     "text_source",
 )
 
@@ -201,7 +210,7 @@ def _render_csv(report: Report) -> str:
 
 
 def _text_source(doc: DocumentReport, cit: CitationReport) -> str:
-    """"text_layer", "ocr" or "ocr_low_confidence": what a citation's quote rests on."""
+    """ "text_layer", "ocr" or "ocr_low_confidence": what a citation's quote rests on."""
     if not cit.ocr:
         return "text_layer"
     return "ocr_low_confidence" if cit.page in doc.low_confidence_pages else "ocr"
@@ -271,7 +280,9 @@ def _render_md(report: Report) -> str:
                     lines.append(f"| {md_inline(clause.type)} | *{_STATUS_TEXT[clause.status]}* | \u2014 |")
                     continue
                 evidence = "<br>".join(_md_citation(doc, c) for c in clause.citations) or "(no citation)"
-                finding = md_inline(clause.finding) + (f" (answer: {md_inline(clause.answer)})" if clause.answer else "")
+                finding = md_inline(clause.finding) + (
+                    f" (answer: {md_inline(clause.answer)})" if clause.answer else ""
+                )
                 lines.append(f"| {md_inline(clause.type)} | {finding} | {evidence} |")
             lines.append("")
     return "\n".join(lines)

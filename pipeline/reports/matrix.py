@@ -144,8 +144,13 @@ def _status_from(kind: str, answer: str | None, spans: list[str]) -> tuple[CellS
 
 
 def from_cuad_csv(
-    text: str, *, columns: list[MatrixColumn] | None = None, playbook: str = "cuad", playbook_version: str = "1",
-    batch: str | None = None, source: str = "master_clauses.csv",
+    text: str,
+    *,
+    columns: list[MatrixColumn] | None = None,
+    playbook: str = "cuad",
+    playbook_version: str = "1",
+    batch: str | None = None,
+    source: str = "master_clauses.csv",
 ) -> Matrix:
     """A matrix from a CSV in CUAD's layout: CUAD's own ``master_clauses.csv`` or :func:`to_csv`'s output.
 
@@ -249,10 +254,18 @@ def write_xlsx(m: Matrix, path: Path) -> Path:
         for col in m.columns:
             cell = m.cell(row, col)
             for c in cell.citations:
-                cites.append([
-                    _xlsx_text(row.source), _xlsx_text(col.label), cell.status, _xlsx_text(answer_text(col, cell)),
-                    c.page, _xlsx_text(c.sentence_id), "yes" if c.ocr else "", _xlsx_text(c.text),
-                ])
+                cites.append(
+                    [
+                        _xlsx_text(row.source),
+                        _xlsx_text(col.label),
+                        cell.status,
+                        _xlsx_text(answer_text(col, cell)),
+                        c.page,
+                        _xlsx_text(c.sentence_id),
+                        "yes" if c.ocr else "",
+                        _xlsx_text(c.text),
+                    ]
+                )
     for sheet, freeze in ((ws, "B2"), (cites, "A2")):
         sheet.freeze_panes = freeze
         sheet.auto_filter.ref = sheet.dimensions
@@ -319,16 +332,23 @@ def to_html(m: Matrix) -> str:
     without scripts, a static list per clause type of the contracts where it was not found."""
     title = f"Contract matrix — playbook {m.playbook} v{m.playbook_version}"
     out = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>{_h(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{_h(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
         f"<h1>{_h(title)}</h1>",
         f'<p class="meta">Batch: {_h(m.batch or "all")} · {len(m.rows)} contracts · {len(m.columns)} clause types</p>',
-        ('<form class="filter"><label>Contracts where <select id="f-col">'
-        '<option value="">(any clause)</option>'),
+        ('<form class="filter"><label>Contracts where <select id="f-col"><option value="">(any clause)</option>'),
     ]
     out += [f'<option value="{_h(c.id)}">{_h(c.label)}</option>' for c in m.columns]
     out.append('</select></label> is <select id="f-status">')
-    out += [f'<option value="{k}"{" selected" if k == "not_found" else ""}>{v}</option>' for k, v in _STATUS_WORDS.items()]
+    out += [
+        f'<option value="{k}"{" selected" if k == "not_found" else ""}>{v}</option>' for k, v in _STATUS_WORDS.items()
+    ]
     out.append('</select> <output id="f-count"></output></form>')
     out.append('<table id="matrix"><thead><tr><th>Contract</th>')
     out += [f'<th title="{_h(c.cuad_category or c.kind)}">{_h(c.label)}</th>' for c in m.columns]

@@ -34,13 +34,19 @@ def build_matrix(session: Session, *, batch: str | None, playbook: Playbook, pro
     """
     batch_id = resolve_batch(session, batch)
     key = playbook.review_key(prompt_version)
-    columns = [MatrixColumn(id=c.id, label=c.label, kind=c.kind, cuad_category=c.cuad_category) for c in playbook.clauses]
+    columns = [
+        MatrixColumn(id=c.id, label=c.label, kind=c.kind, cuad_category=c.cuad_category) for c in playbook.clauses
+    ]
     rows: list[MatrixRow] = []
     for doc in repo.documents(session, batch_id=batch_id, statuses=("ok", "needs_ocr")):
         # This review (the playbook in its own review mode) first, else the latest with the playbook.
-        summary = repo.summary_for(session, doc.id, key) or repo.summary_for_playbook(session, doc.id, playbook.name, playbook.version)
+        summary = repo.summary_for(session, doc.id, key) or repo.summary_for_playbook(
+            session, doc.id, playbook.name, playbook.version
+        )
         if summary is None:
-            status = "failed" if doc.status == "ok" and repo.failed_job(session, doc.id, key) is not None else "not_asked"
+            status = (
+                "failed" if doc.status == "ok" and repo.failed_job(session, doc.id, key) is not None else "not_asked"
+            )
             cells = {c.id: MatrixCell(status=status) for c in playbook.clauses}
         else:
             cells = _cells(session, summary, playbook)
@@ -53,8 +59,12 @@ def _cells(session: Session, summary, playbook: Playbook) -> dict[str, MatrixCel
     cites: dict[int, list[MatrixCitation]] = {}
     for cit in repo.citations_of(session, summary.id):
         cites.setdefault(cit.clause_id, []).append(
-            MatrixCitation(page=cit.page_number, sentence_id=f"S{cit.sentence_ordinal}", text=cit.text,
-                           ocr=cit.page_number in ocr_pages)
+            MatrixCitation(
+                page=cit.page_number,
+                sentence_id=f"S{cit.sentence_ordinal}",
+                text=cit.text,
+                ocr=cit.page_number in ocr_pages,
+            )
         )
     stored = {cl.type: cl for cl in repo.clauses_of(session, summary.id)}
     legacy = summary.playbook is None  # stored before playbooks: only found rows, every default type was asked
@@ -64,7 +74,9 @@ def _cells(session: Session, summary, playbook: Playbook) -> dict[str, MatrixCel
         if row is None:
             cells[c.id] = MatrixCell(status="not_found" if legacy else "not_asked")
         elif (row.status or "found") == "found":
-            cells[c.id] = MatrixCell(status="found", answer=row.answer, finding=row.finding, citations=cites.get(row.id, []))
+            cells[c.id] = MatrixCell(
+                status="found", answer=row.answer, finding=row.finding, citations=cites.get(row.id, [])
+            )
         else:
             cells[c.id] = MatrixCell(status="not_found")
     return cells
@@ -117,5 +129,7 @@ def write_matrix(m: Matrix, fmt: str, out: Path) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise ContractsumError(f"cannot write matrix to {target}: {exc.strerror or exc}", hint="choose a writable output path") from exc
+        raise ContractsumError(
+            f"cannot write matrix to {target}: {exc.strerror or exc}", hint="choose a writable output path"
+        ) from exc
     return target

@@ -24,9 +24,15 @@ def status_report(factory: sessionmaker[Session], *, batch: str | None = None) -
 
 def engine_run_entry(run) -> dict[str, Any]:
     return {
-        "id": run.id, "status": run.status, "model": run.model, "started_at": run.started_at.isoformat(),
-        "prompts": run.prompts, "tokens_in": run.tokens_in, "tokens_out": run.tokens_out,
-        "wall_seconds": round(run.wall_seconds, 3), "output_tokens_per_second": round(run.tokens_per_second, 2),
+        "id": run.id,
+        "status": run.status,
+        "model": run.model,
+        "started_at": run.started_at.isoformat(),
+        "prompts": run.prompts,
+        "tokens_in": run.tokens_in,
+        "tokens_out": run.tokens_out,
+        "wall_seconds": round(run.wall_seconds, 3),
+        "output_tokens_per_second": round(run.tokens_per_second, 2),
     }
 
 
@@ -87,9 +93,15 @@ def document_entry(
     cites: dict[int, list[dict[str, Any]]] = {}
     for c in repo.citations_of(s, summary.id):
         cites.setdefault(c.clause_id, []).append(
-            {"sentence_id": f"S{c.sentence_ordinal}", "page": c.page_number, "text": c.text,
-             "char_start": c.char_start, "char_end": c.char_end, "ocr": c.page_number in ocr_pages,
-             "ocr_confidence": ocr_pages.get(c.page_number)}
+            {
+                "sentence_id": f"S{c.sentence_ordinal}",
+                "page": c.page_number,
+                "text": c.text,
+                "char_start": c.char_start,
+                "char_end": c.char_end,
+                "ocr": c.page_number in ocr_pages,
+                "ocr_confidence": ocr_pages.get(c.page_number),
+            }
         )
     entry.update(
         status="summarized",
@@ -103,39 +115,60 @@ def document_entry(
     run = repo.engine_run(s, summary.engine_run_id)
     if run is not None:
         entry["provenance"] = {
-            "model": run.model, "dtype": run.dtype, "quantization": run.quantization,
-            "tensor_parallel_size": run.tensor_parallel_size, "vllm_version": run.vllm_version,
-            "prompt_version": summary.prompt_version, "engine_run_id": run.id,
+            "model": run.model,
+            "dtype": run.dtype,
+            "quantization": run.quantization,
+            "tensor_parallel_size": run.tensor_parallel_size,
+            "vllm_version": run.vllm_version,
+            "prompt_version": summary.prompt_version,
+            "engine_run_id": run.id,
         }
     return entry
 
 
-def _clause_entries(rows, cites: dict[int, list[dict[str, Any]]], playbook, *, legacy: bool = False) -> list[dict[str, Any]]:
+def _clause_entries(
+    rows, cites: dict[int, list[dict[str, Any]]], playbook, *, legacy: bool = False
+) -> list[dict[str, Any]]:
     """Stored clause rows in the playbook's order, then any the playbook does not name; the
     playbook's types with no row are ``not_asked``. A ``legacy`` summary (stored before playbooks,
     which kept only found types) asked every default type: the missing ones are ``not_found``."""
     entries = [
-        {"type": cl.type, "status": cl.status or "found", "finding": cl.finding, "answer": cl.answer,
-         "citations": cites.get(cl.id, [])}
+        {
+            "type": cl.type,
+            "status": cl.status or "found",
+            "finding": cl.finding,
+            "answer": cl.answer,
+            "citations": cites.get(cl.id, []),
+        }
         for cl in rows
     ]
     if legacy:
         from pipeline.review.schema import CLAUSE_TYPES
 
         have = {e["type"] for e in entries}
-        entries += [{"type": t, "status": "not_found", "finding": "", "answer": None, "citations": []}
-                    for t in CLAUSE_TYPES if t not in have]
+        entries += [
+            {"type": t, "status": "not_found", "finding": "", "answer": None, "citations": []}
+            for t in CLAUSE_TYPES
+            if t not in have
+        ]
     if playbook is None:
         return entries
     order = {t: i for i, t in enumerate(playbook.ids)}
     have = {e["type"] for e in entries}
-    entries += [{"type": t, "status": "not_asked", "finding": "", "answer": None, "citations": []}
-                for t in playbook.ids if t not in have]
+    entries += [
+        {"type": t, "status": "not_asked", "finding": "", "answer": None, "citations": []}
+        for t in playbook.ids
+        if t not in have
+    ]
     return sorted(entries, key=lambda e: order.get(e["type"], len(order)))
 
 
 def build_report(
-    factory: sessionmaker[Session], *, prompt_version: str, batch: str | None = None, playbook=None,
+    factory: sessionmaker[Session],
+    *,
+    prompt_version: str,
+    batch: str | None = None,
+    playbook=None,
     low_confidence: float = 80.0,
 ) -> dict[str, Any]:
     """The export report: every document (of ``batch``), plus the batch's files that failed ingest."""
@@ -147,10 +180,23 @@ def build_report(
             for rec in repo.batch_records(s, batch_id):
                 if rec.status == "failed":
                     entries.append(
-                        {"document_id": None, "source": _name(rec.source), "sha256": rec.sha256, "pages": rec.pages,
-                         "status": "failed", "error": rec.reason, "summary": None, "parties": [], "dates": [],
-                         "clauses": [], "playbook": None, "playbook_version": None, "provenance": None,
-                         "ocr_pages": 0, "low_confidence_pages": []}
+                        {
+                            "document_id": None,
+                            "source": _name(rec.source),
+                            "sha256": rec.sha256,
+                            "pages": rec.pages,
+                            "status": "failed",
+                            "error": rec.reason,
+                            "summary": None,
+                            "parties": [],
+                            "dates": [],
+                            "clauses": [],
+                            "playbook": None,
+                            "playbook_version": None,
+                            "provenance": None,
+                            "ocr_pages": 0,
+                            "low_confidence_pages": [],
+                        }
                     )
     return {"generated_at": now_iso(), "batch": batch, "documents": entries}
 

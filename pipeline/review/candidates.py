@@ -163,7 +163,9 @@ def parse_candidate(raw: str, allowed: set[int], *, finish_reason: str | None = 
         result = CandidateAnswer.model_validate(_clean(json.loads(raw, strict=False)))
     except (json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0][:200]
-        raise OutputError(f"output is not valid against the schema: {first}", raw=raw, finish_reason=finish_reason) from None
+        raise OutputError(
+            f"output is not valid against the schema: {first}", raw=raw, finish_reason=finish_reason
+        ) from None
     bad = []
     for sid in result.citations:
         try:
@@ -172,5 +174,9 @@ def parse_candidate(raw: str, allowed: set[int], *, finish_reason: str | None = 
         except ValueError:
             bad.append(sid)
     if bad:
-        raise OutputError(f"output cites sentences not among the candidates: {', '.join(bad[:5])}", raw=raw, finish_reason=finish_reason)
+        raise OutputError(
+            f"output cites sentences not among the candidates: {', '.join(bad[:5])}",
+            raw=raw,
+            finish_reason=finish_reason,
+        )
     return result

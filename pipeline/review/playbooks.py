@@ -132,7 +132,9 @@ class Playbook(BaseModel):
             raise PromptError(f"unknown review mode {mode!r}", hint=", ".join(REVIEW_MODES))
         if mode == "gated":
             return self.model_copy(update={"review_mode": "candidates", "rule_gate": True})
-        return self.model_copy(update={"review_mode": mode, "rule_gate": False if mode == "candidates" else self.rule_gate})
+        return self.model_copy(
+            update={"review_mode": mode, "rule_gate": False if mode == "candidates" else self.rule_gate}
+        )
 
     @property
     def mode_name(self) -> str:
@@ -145,7 +147,8 @@ class Playbook(BaseModel):
         """The clause instruction the summarize template's ``{clauses}`` slot receives."""
         if self.prompt_style == "ids":
             return (
-                "for each of these clause types that the excerpt contains: " + ", ".join(self.ids)
+                "for each of these clause types that the excerpt contains: "
+                + ", ".join(self.ids)
                 + '; give the type, a one-sentence finding, and the ids of the sentences that support it in "citations".'
             )
         lines = [
@@ -173,7 +176,9 @@ def available_playbooks(home: Path | None, prompts_dir: Path) -> list[str]:
     return names
 
 
-def resolve_playbook_path(name_or_path: str | Path, *, home: Path | None = None, prompts_dir: Path | None = None) -> Path:
+def resolve_playbook_path(
+    name_or_path: str | Path, *, home: Path | None = None, prompts_dir: Path | None = None
+) -> Path:
     from pipeline.settings import REPO_ROOT
 
     prompts_dir = prompts_dir or REPO_ROOT / "prompts"
@@ -184,9 +189,7 @@ def resolve_playbook_path(name_or_path: str | Path, *, home: Path | None = None,
             if candidate.is_file():
                 return candidate
         known = ", ".join(available_playbooks(home, prompts_dir)) or "none"
-        raise PromptError(
-            f"no playbook named {text!r}", hint=f"known: {known}; or pass a path to a .toml file"
-        )
+        raise PromptError(f"no playbook named {text!r}", hint=f"known: {known}; or pass a path to a .toml file")
     path = Path(text).expanduser()
     if not path.is_file():
         raise PromptError(f"playbook file {path} does not exist")

@@ -40,14 +40,18 @@ class PromptTemplate(BaseModel):
         if len(head.strip()) < 40:
             raise ValueError("the fixed instruction must come before the placeholder (prefix caching)")
         if self.clauses_placeholder is not None and head.count(self.clauses_placeholder) != 1:
-            raise ValueError(f"user text must contain {self.clauses_placeholder} exactly once, before {self.placeholder}")
+            raise ValueError(
+                f"user text must contain {self.clauses_placeholder} exactly once, before {self.placeholder}"
+            )
         return self
 
     def with_clauses(self, block: str) -> PromptTemplate:
         """This template with the playbook's clause instruction in its slot (no slot: unchanged)."""
         if self.clauses_placeholder is None:
             return self
-        return self.model_copy(update={"user": self.user.replace(self.clauses_placeholder, block), "clauses_placeholder": None})
+        return self.model_copy(
+            update={"user": self.user.replace(self.clauses_placeholder, block), "clauses_placeholder": None}
+        )
 
     def messages(self, data: str) -> list[dict[str, str]]:
         return [
@@ -134,8 +138,13 @@ class Renderer:
 
 
 # Files that decide how a chat template renders and tokenizes.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json",
-                    "special_tokens_map.json")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "special_tokens_map.json",
+)
 
 
 def template_tokens_cached(model_dir: Path, template: PromptTemplate, cache_file: Path | None) -> int:

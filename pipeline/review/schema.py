@@ -185,11 +185,17 @@ def parse_output(
         result = ContractSummary.model_validate(data)
     except (json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()[0][:200]
-        raise OutputError(f"output is not valid against the schema: {first}", raw=raw, finish_reason=finish_reason) from None
+        raise OutputError(
+            f"output is not valid against the schema: {first}", raw=raw, finish_reason=finish_reason
+        ) from None
     known = set(CLAUSE_TYPES if clause_ids is None else clause_ids)
     unknown = [c.type for c in result.clauses if c.type not in known]
     if unknown:
-        raise OutputError(f"output names clause types not in the playbook: {', '.join(unknown[:5])}", raw=raw, finish_reason=finish_reason)
+        raise OutputError(
+            f"output names clause types not in the playbook: {', '.join(unknown[:5])}",
+            raw=raw,
+            finish_reason=finish_reason,
+        )
     bad = []
     for clause in result.clauses:
         for sid in clause.citations:
@@ -201,5 +207,7 @@ def parse_output(
             if ordinal not in allowed:
                 bad.append(sid)
     if bad:
-        raise OutputError(f"output cites sentences not in the prompt: {', '.join(bad[:5])}", raw=raw, finish_reason=finish_reason)
+        raise OutputError(
+            f"output cites sentences not in the prompt: {', '.join(bad[:5])}", raw=raw, finish_reason=finish_reason
+        )
     return result.merged()

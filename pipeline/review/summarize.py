@@ -143,7 +143,9 @@ class Summarizer:
         self.map_tpl = load_template(settings.prompts_dir, "summarize", settings.prompt_version, playbook=self.playbook)
         self.reduce_tpl = load_template(settings.prompts_dir, "reduce", settings.prompt_version)
         self.candidates = self.playbook.review_mode == "candidates"
-        self.cand_tpl = load_template(settings.prompts_dir, "candidates", settings.prompt_version) if self.candidates else None
+        self.cand_tpl = (
+            load_template(settings.prompts_dir, "candidates", settings.prompt_version) if self.candidates else None
+        )
         self._retrieval: dict[int, tuple[dict[str, list[int]], dict[int, str]]] = {}
         self.renderer = Renderer(chunker.model_dir)
         self.limits = OutputLimits(
@@ -157,6 +159,7 @@ class Summarizer:
     # -- queueing ---------------------------------------------------------------------------
     def queue(self, *, batch: str | None = None, document_ids: Sequence[int] | None = None) -> list[int]:
         """Make chunks and map jobs for every unsummarized document in scope; return their ids."""
+
         def work(s: Session) -> list[int]:
             reclaim_dead_leases(s)
             batch_id = resolve_batch(s, batch)
@@ -175,6 +178,7 @@ class Summarizer:
     def has_ready_work(self, doc_ids: Sequence[int]) -> bool:
         if not doc_ids:
             return False
+
         def work(s: Session) -> int:
             self._plan_reductions(s, doc_ids)
             return repo.ready_count(s, document_ids=doc_ids, plan=self.chunker.plan, prompt_version=self.pv)
@@ -186,8 +190,14 @@ class Summarizer:
         def take(s: Session) -> tuple[list[_Prepared], list[tuple[int, str]]]:
             self._plan_reductions(s, doc_ids)
             jobs = repo.lease(
-                s, owner=self.owner, lease_seconds=self.settings.lease_seconds, document_ids=doc_ids,
-                plan=self.chunker.plan, prompt_version=self.pv, count_attempt=True, limit=self.settings.max_wave_prompts,
+                s,
+                owner=self.owner,
+                lease_seconds=self.settings.lease_seconds,
+                document_ids=doc_ids,
+                plan=self.chunker.plan,
+                prompt_version=self.pv,
+                count_attempt=True,
+                limit=self.settings.max_wave_prompts,
             )
             prepared, rejected = self._prepare(s, jobs)
             for job_id, reason in rejected:
@@ -210,13 +220,18 @@ class Summarizer:
         for p in prepared:
             start = len(requests)
             for ids, max_tokens, schema in (
-                [(x.token_ids, x.max_tokens, x.schema) for x in p.parts] if p.parts is not None
+                [(x.token_ids, x.max_tokens, x.schema) for x in p.parts]
+                if p.parts is not None
                 else [(p.token_ids, p.max_tokens, p.schema)]
             ):
                 requests.append(
                     Request(
-                        prompt_token_ids=ids, max_tokens=max_tokens, json_schema=schema, temperature=p.temperature,
-                        seed=p.seed, repetition_penalty=self.settings.repetition_penalty,
+                        prompt_token_ids=ids,
+                        max_tokens=max_tokens,
+                        json_schema=schema,
+                        temperature=p.temperature,
+                        seed=p.seed,
+                        repetition_penalty=self.settings.repetition_penalty,
                     )
                 )
             spans.append((start, len(requests)))
@@ -226,10 +241,15 @@ class Summarizer:
         if requests:  # a candidate-review job whose chunk holds no candidate needs no prompt
             try:
                 completions, stats = engine.generate(
-                    requests, on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t))
+                    requests,
+                    on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t)),
                 )
             except EngineError:
-                self._tx(lambda s: repo.release(s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"))
+                self._tx(
+                    lambda s: repo.release(
+                        s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"
+                    )
+                )
                 raise
             report.prompts += stats.prompts
             report.tokens_in += stats.tokens_in
@@ -243,7 +263,9 @@ class Summarizer:
                     result = self._candidate_result(p, mine)
                 else:
                     (c,) = mine
-                    result = parse_output(c.text, p.allowed, finish_reason=c.finish_reason, clause_ids=self.playbook.ids)
+                    result = parse_output(
+                        c.text, p.allowed, finish_reason=c.finish_reason, clause_ids=self.playbook.ids
+                    )
             except OutputError as exc:
                 error, raw = exc.message, printable(c.text)
                 final = self._tx(
@@ -275,17 +297,25 @@ class Summarizer:
             text = "yes" if clause.kind == "yes_no" else _value(answer.answer)
             clauses.append(
                 ClauseFinding(
-                    type=clause.id, finding=f"{clause.label}: {text or 'found'}"[: self.limits.finding_chars],
-                    answer=text if self.playbook.has_answers else None, citations=list(dict.fromkeys(answer.citations)),
+                    type=clause.id,
+                    finding=f"{clause.label}: {text or 'found'}"[: self.limits.finding_chars],
+                    answer=text if self.playbook.has_answers else None,
+                    citations=list(dict.fromkeys(answer.citations)),
                 )
             )
         return ContractSummary(summary=_candidate_summary(len(clauses), len(self.playbook.clauses)), clauses=clauses)
 
-    def _complete(self, s: Session, p: _Prepared, text: str, result: ContractSummary, report: SummarizeReport) -> int | None:
+    def _complete(
+        self, s: Session, p: _Prepared, text: str, result: ContractSummary, report: SummarizeReport
+    ) -> int | None:
         """Mark the job done with its result and, if it finishes its document, write the summary —
         one transaction, so a crash leaves either both or neither. Returns a finished document id."""
         job = repo.complete_job(
-            s, p.job_id, owner=self.owner, result=result.model_dump(), raw_output=printable(text),
+            s,
+            p.job_id,
+            owner=self.owner,
+            result=result.model_dump(),
+            raw_output=printable(text),
             engine_run_id=report.engine_run_id,
         )
         if job is None:
@@ -296,7 +326,9 @@ class Summarizer:
 
     def _tx(self, fn):
         return in_transaction(
-            self.factory, fn, retry_seconds=self.settings.db_retry_seconds,
+            self.factory,
+            fn,
+            retry_seconds=self.settings.db_retry_seconds,
             on_retry=lambda exc, n: self._emit(ProgressEvent("db_retry", attempt=n, error=type(exc).__name__)),
         )
 
@@ -307,7 +339,12 @@ class Summarizer:
         asked: list[tuple[Job, list[tuple[str, set[int], str]]]] = []  # candidate review: per job, per clause type
         for job in jobs:
             if job.interruptions >= self.settings.max_interruptions:
-                rejected.append((job.id, f"gave up: its engine died or its worker was killed {job.interruptions} times while it ran"))
+                rejected.append(
+                    (
+                        job.id,
+                        f"gave up: its engine died or its worker was killed {job.interruptions} times while it ran",
+                    )
+                )
                 continue
             try:
                 if job.kind == "map" and self.candidates:
@@ -327,20 +364,34 @@ class Summarizer:
             items += [(self.cand_tpl, d) for _, parts in asked for _, _, d in parts]
         all_ids = self.renderer.token_ids_many(items) if items else []
         out: list[_Prepared] = []
-        cand_ids = iter(all_ids[len(rendered):])
+        cand_ids = iter(all_ids[len(rendered) :])
         for job, parts in asked:
             attempt = max(job.attempts, 1)
             prepared_parts = []
-            for (clause_id, allowed, _), ids in zip(parts, cand_ids, strict=False):  # cand_ids runs on over the later jobs' parts
+            for (clause_id, allowed, _), ids in zip(
+                parts, cand_ids, strict=False
+            ):  # cand_ids runs on over the later jobs' parts
                 clause = self.playbook.clause(clause_id)
                 prepared_parts.append(
-                    _Part(clause_id=clause_id, token_ids=ids, allowed=allowed, schema=candidate_schema(sorted(allowed), clause),
-                          max_tokens=max(16, min(CANDIDATE_MAX_TOKENS * attempt, self.context - len(ids))))
+                    _Part(
+                        clause_id=clause_id,
+                        token_ids=ids,
+                        allowed=allowed,
+                        schema=candidate_schema(sorted(allowed), clause),
+                        max_tokens=max(16, min(CANDIDATE_MAX_TOKENS * attempt, self.context - len(ids))),
+                    )
                 )
             out.append(
                 _Prepared(
-                    job_id=job.id, document_id=job.document_id, token_ids=[], allowed=set(), schema={}, max_tokens=0,
-                    temperature=0.0 if attempt == 1 else 0.3, seed=self.settings.seed + attempt, parts=prepared_parts,
+                    job_id=job.id,
+                    document_id=job.document_id,
+                    token_ids=[],
+                    allowed=set(),
+                    schema={},
+                    max_tokens=0,
+                    temperature=0.0 if attempt == 1 else 0.3,
+                    seed=self.settings.seed + attempt,
+                    parts=prepared_parts,
                 )
             )
         for (job, _, _, allowed), ids in zip(rendered, all_ids, strict=False):  # candidate ids follow
@@ -373,7 +424,10 @@ class Summarizer:
             texts = [x.text for x in rows]
             bm25 = BM25(texts)
             proposed = {
-                c.id: [rows[i].ordinal for i in propose(c, texts, self.playbook.candidates_k, bm25=bm25, rule_gate=self.playbook.rule_gate)]
+                c.id: [
+                    rows[i].ordinal
+                    for i in propose(c, texts, self.playbook.candidates_k, bm25=bm25, rule_gate=self.playbook.rule_gate)
+                ]
                 for c in self.playbook.clauses
             }
             if len(self._retrieval) >= 256:
@@ -398,7 +452,9 @@ class Summarizer:
         return render_sentences(items), {o for o, _ in items}
 
     def _reduce_inputs(self, s: Session, job: Job) -> list[ContractSummary]:
-        below = {j.ordinal: j for j in repo.jobs_at_level(s, job.document_id, self.pv, self.chunker.plan, job.level - 1)}
+        below = {
+            j.ordinal: j for j in repo.jobs_at_level(s, job.document_id, self.pv, self.chunker.plan, job.level - 1)
+        }
         return [ContractSummary.model_validate(below[o].result) for o in (job.inputs or [])]
 
     def _reduce_data(self, s: Session, job: Job) -> tuple[str, set[int]]:
@@ -452,7 +508,12 @@ class Summarizer:
 
     def _group(self, s: Session, doc_id: int, level: list[Job]) -> list[list[int]]:
         """Pack consecutive results into groups whose reduce prompt fits the context."""
-        room = self.context - self.settings.max_output_tokens - self.renderer.template_tokens(self.reduce_tpl) - REDUCE_MARGIN
+        room = (
+            self.context
+            - self.settings.max_output_tokens
+            - self.renderer.template_tokens(self.reduce_tpl)
+            - REDUCE_MARGIN
+        )
         counter = self.chunker.counter
         groups: list[list[int]] = [[]]
         used = 0
@@ -468,7 +529,9 @@ class Summarizer:
         return groups
 
     # -- completion -------------------------------------------------------------------------
-    def _maybe_finish_document(self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport) -> int | None:
+    def _maybe_finish_document(
+        self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport
+    ) -> int | None:
         jobs = repo.jobs_for_document(s, job.document_id, self.pv, self.chunker.plan)
         if self.candidates:  # every chunk answered: the findings are the union of the chunks'
             if any(j.state != "done" for j in jobs) or repo.summary_for(s, job.document_id, self.pv) is not None:
@@ -476,11 +539,20 @@ class Summarizer:
             parts = [ContractSummary.model_validate(j.result) for j in sorted(jobs, key=lambda j: j.ordinal)]
             clauses = [c for part in parts for c in part.clauses]
             found = len({c.type for c in clauses})
-            result = ContractSummary(summary=_candidate_summary(found, len(self.playbook.clauses)), clauses=clauses).merged()
+            result = ContractSummary(
+                summary=_candidate_summary(found, len(self.playbook.clauses)), clauses=clauses
+            ).merged()
             for c in result.clauses:
                 del c.citations[self.limits.max_citations * 2 :]
-            store_summary(s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id, chunks=len(jobs),
-                          playbook=self.playbook)
+            store_summary(
+                s,
+                job.document_id,
+                self.pv,
+                result,
+                engine_run_id=report.engine_run_id,
+                chunks=len(jobs),
+                playbook=self.playbook,
+            )
             return job.document_id
         if job.kind == "map":
             final = sum(1 for j in jobs if j.level == 0) == 1
@@ -490,8 +562,13 @@ class Summarizer:
         if not final or repo.summary_for(s, job.document_id, self.pv) is not None:
             return None
         store_summary(
-            s, job.document_id, self.pv, result, engine_run_id=report.engine_run_id,
-            chunks=sum(1 for j in jobs if j.level == 0), playbook=self.playbook,
+            s,
+            job.document_id,
+            self.pv,
+            result,
+            engine_run_id=report.engine_run_id,
+            chunks=sum(1 for j in jobs if j.level == 0),
+            playbook=self.playbook,
         )
         return job.document_id
 
@@ -531,7 +608,13 @@ def _part_text(i: int, part: ContractSummary) -> str:
 
 
 def store_summary(
-    s: Session, document_id: int, prompt_version: str, result: ContractSummary, *, engine_run_id: int | None, chunks: int,
+    s: Session,
+    document_id: int,
+    prompt_version: str,
+    result: ContractSummary,
+    *,
+    engine_run_id: int | None,
+    chunks: int,
     playbook: Playbook | None = None,
 ) -> None:
     """Write the summary with its clauses and citations resolved to stored sentences: every type
@@ -547,9 +630,15 @@ def store_summary(
     found = {c.type for c in result.clauses}
     asked = playbook.ids if playbook is not None else ()
     repo.add_summary(
-        s, document_id=document_id, prompt_version=prompt_version, engine_run_id=engine_run_id,
-        output=result.model_dump(), chunks=chunks, citations=clauses,
-        answers={c.type: c.answer for c in result.clauses}, not_found=[t for t in asked if t not in found],
+        s,
+        document_id=document_id,
+        prompt_version=prompt_version,
+        engine_run_id=engine_run_id,
+        output=result.model_dump(),
+        chunks=chunks,
+        citations=clauses,
+        answers={c.type: c.answer for c in result.clauses},
+        not_found=[t for t in asked if t not in found],
         playbook=playbook.name if playbook is not None else None,
         playbook_version=playbook.version if playbook is not None else None,
     )
@@ -588,17 +677,19 @@ def summarize(
 
         engine = engine_factory() if engine_factory else Engine.from_settings(settings, model_dir)
     report.engine_run_id = runner._tx(
-        lambda s: repo.start_engine_run(
-            s,
-            model=str(model_dir),
-            dtype=engine.config.dtype,
-            quantization=engine.config.quantization,
-            tensor_parallel_size=engine.config.tensor_parallel_size,
-            vllm_version=engine.vllm_version,
-            prompt_version=settings.prompt_version,
-            device=engine.device,
-            config=engine.snapshot(),
-        ).id
+        lambda s: (
+            repo.start_engine_run(
+                s,
+                model=str(model_dir),
+                dtype=engine.config.dtype,
+                quantization=engine.config.quantization,
+                tensor_parallel_size=engine.config.tensor_parallel_size,
+                vllm_version=engine.vllm_version,
+                prompt_version=settings.prompt_version,
+                device=engine.device,
+                config=engine.snapshot(),
+            ).id
+        )
     )
     status, error = "finished", None
     try:
@@ -613,8 +704,14 @@ def summarize(
         try:
             runner._tx(
                 lambda s: repo.finish_engine_run(
-                    s, report.engine_run_id, status=status, error=error, prompts=report.prompts,
-                    tokens_in=report.tokens_in, tokens_out=report.tokens_out, wall_seconds=report.engine_seconds,
+                    s,
+                    report.engine_run_id,
+                    status=status,
+                    error=error,
+                    prompts=report.prompts,
+                    tokens_in=report.tokens_in,
+                    tokens_out=report.tokens_out,
+                    wall_seconds=report.engine_seconds,
                 )
             )
         finally:

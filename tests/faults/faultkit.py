@@ -14,14 +14,20 @@ CLI = [sys.executable, "-m", "pipeline.cli.main"]
 LONG = dict(
     CONTRACTSUM_SUMMARY_MAX_CHARS="3000", CONTRACTSUM_FINDING_MAX_CHARS="1500", CONTRACTSUM_MAX_OUTPUT_TOKENS="4096"
 )
-SHORT = dict(CONTRACTSUM_SUMMARY_MAX_CHARS="60", CONTRACTSUM_FINDING_MAX_CHARS="40", CONTRACTSUM_MAX_OUTPUT_TOKENS="512")
+SHORT = dict(
+    CONTRACTSUM_SUMMARY_MAX_CHARS="60", CONTRACTSUM_FINDING_MAX_CHARS="40", CONTRACTSUM_MAX_OUTPUT_TOKENS="512"
+)
 
 
 def env_for(home: Path, model: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRACTSUM_")}
     env.update(
-        CONTRACTSUM_HOME=str(home), CONTRACTSUM_MODEL=str(model), CONTRACTSUM_DTYPE="float32",
-        CONTRACTSUM_MIN_CLAUSES="2", CONTRACTSUM_CPU_KVCACHE_SPACE_GIB="2", **extra,
+        CONTRACTSUM_HOME=str(home),
+        CONTRACTSUM_MODEL=str(model),
+        CONTRACTSUM_DTYPE="float32",
+        CONTRACTSUM_MIN_CLAUSES="2",
+        CONTRACTSUM_CPU_KVCACHE_SPACE_GIB="2",
+        **extra,
     )
     return env
 

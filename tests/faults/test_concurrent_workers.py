@@ -21,10 +21,14 @@ def test_two_workers_on_postgres_split_the_queue_without_doing_any_job_twice(tmp
         # trust authentication ignores the password; it is there to prove it is never printed
         secret_url = url.replace("postgresql+psycopg://postgres@", "postgresql+psycopg://postgres:Sw0rdfish-secret@")
         env = env_for(
-            tmp_path / "home", tiny_model, CONTRACTSUM_DATABASE_URL=secret_url,
+            tmp_path / "home",
+            tiny_model,
+            CONTRACTSUM_DATABASE_URL=secret_url,
             # medium answers and small waves: both workers are still busy when the second arrives
-            CONTRACTSUM_SUMMARY_MAX_CHARS="1500", CONTRACTSUM_FINDING_MAX_CHARS="600",
-            CONTRACTSUM_MAX_OUTPUT_TOKENS="2048", CONTRACTSUM_MAX_WAVE_PROMPTS="3",
+            CONTRACTSUM_SUMMARY_MAX_CHARS="1500",
+            CONTRACTSUM_FINDING_MAX_CHARS="600",
+            CONTRACTSUM_MAX_OUTPUT_TOKENS="2048",
+            CONTRACTSUM_MAX_WAVE_PROMPTS="3",
         )
         assert run(["ingest", str(CORPUS), "--batch", "two"], env).returncode == 0
         a = start(["summarize", "--json"], env)
@@ -43,10 +47,14 @@ def test_two_workers_on_postgres_split_the_queue_without_doing_any_job_twice(tmp
             docs = len(repo.documents(s))
             states = repo.job_counts(s)
         generated = sum(prompts.values())
-        print(f"jobs={jobs} done per worker={by_run} prompts generated per worker={prompts} summaries={summaries}/{docs}")
+        print(
+            f"jobs={jobs} done per worker={by_run} prompts generated per worker={prompts} summaries={summaries}/{docs}"
+        )
         assert states == {"done": jobs}
         assert summaries == docs
-        assert len(prompts) == 2 and all(n > 0 for n in by_run.values()) and len(by_run) == 2, "both workers must get work"
+        assert len(prompts) == 2 and all(n > 0 for n in by_run.values()) and len(by_run) == 2, (
+            "both workers must get work"
+        )
         # Every generated prompt became exactly one finished job (no retries with this schema):
         # a job leased by both would have been generated twice.
         assert generated == jobs

@@ -88,7 +88,9 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
             assert doc.page_count == c["page_count"]
             assert s.scalar(select(func.count()).select_from(Page).where(Page.document_id == doc.id)) == c["page_count"]
         dup_chunks = s.execute(
-            select(Chunk.document_id, Chunk.plan, Chunk.ordinal).group_by(Chunk.document_id, Chunk.plan, Chunk.ordinal).having(func.count() > 1)
+            select(Chunk.document_id, Chunk.plan, Chunk.ordinal)
+            .group_by(Chunk.document_id, Chunk.plan, Chunk.ordinal)
+            .having(func.count() > 1)
         ).all()
         assert dup_chunks == []
 
@@ -110,7 +112,9 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
         else:
             runs_before = _counts(factory)[0]["engine_runs"]
             proc = start(["summarize"], env)
-            assert wait_for(lambda before=runs_before: _counts(factory)[0]["engine_runs"] > before, timeout=600, proc=proc), proc.communicate()[1][-2000:]
+            assert wait_for(
+                lambda before=runs_before: _counts(factory)[0]["engine_runs"] > before, timeout=600, proc=proc
+            ), proc.communicate()[1][-2000:]
             time.sleep(rng.uniform(0.3, 3.0))  # a wave of short answers takes a few seconds
             if proc.poll() is None:
                 engine_procs = len(_tree(proc)) - 1
@@ -158,7 +162,10 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
             cites = repo.citations_of(s, summary.id)
             for c, out in zip(clauses, summary.output["clauses"], strict=True):
                 ordinals = [int(sid[1:]) for sid in dict.fromkeys(out["citations"])]
-                assert [x.sentence_ordinal for x in cites if x.clause_id == c.id] == ordinals, (summary.document_id, c.type)
+                assert [x.sentence_ordinal for x in cites if x.clause_id == c.id] == ordinals, (
+                    summary.document_id,
+                    c.type,
+                )
             assert {x.clause_id for x in cites} <= {c.id for c in clauses}
             expected_clauses += len(rows)
             assert len(rows) == len(CLAUSE_TYPES), summary.document_id

@@ -35,8 +35,13 @@ def test_postgres_outage_mid_run_is_retried_and_the_run_completes(tmp_path, tiny
     try:
         upgrade(make_engine(url))
         env = env_for(
-            tmp_path / "home", tiny_model, CONTRACTSUM_DATABASE_URL=url, CONTRACTSUM_DB_RETRY_SECONDS="300",
-            CONTRACTSUM_SUMMARY_MAX_CHARS="1500", CONTRACTSUM_FINDING_MAX_CHARS="600", CONTRACTSUM_MAX_OUTPUT_TOKENS="2048",
+            tmp_path / "home",
+            tiny_model,
+            CONTRACTSUM_DATABASE_URL=url,
+            CONTRACTSUM_DB_RETRY_SECONDS="300",
+            CONTRACTSUM_SUMMARY_MAX_CHARS="1500",
+            CONTRACTSUM_FINDING_MAX_CHARS="600",
+            CONTRACTSUM_MAX_OUTPUT_TOKENS="2048",
             CONTRACTSUM_MAX_WAVE_PROMPTS="4",
         )
         assert run(["ingest", str(CORPUS), "--batch", "outage"], env).returncode == 0
@@ -85,7 +90,9 @@ def test_postgres_outage_mid_run_is_retried_and_the_run_completes(tmp_path, tiny
             runs = s.scalars(select(EngineRun)).all()
             job_runs = set(s.scalars(select(Job.engine_run_id)))
             summary_runs = set(s.scalars(select(Summary.engine_run_id)))
-        print(f"outage {outage:.0f} s; at the stop {at_stop}; {len(retries)} retries; summaries {summaries}/{docs}; jobs {states}")
+        print(
+            f"outage {outage:.0f} s; at the stop {at_stop}; {len(retries)} retries; summaries {summaries}/{docs}; jobs {states}"
+        )
         assert summaries == docs and set(states) == {"done"}
         # One engine run did it all: the outage restarted nothing.
         assert [r.id for r in runs] == [result["engine_run_id"]] and runs[0].status == "finished"

@@ -44,7 +44,9 @@ def mutated_pdf(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=mutated_pdf())
 def test_mutated_pdfs_never_raise_and_always_end_in_one_state(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "mutant.pdf"

@@ -103,9 +103,13 @@ def test_an_extractor_killed_mid_file_fails_that_file_only(tmp_path):
 
 def test_in_process_and_sandboxed_extraction_agree(tmp_path):
     files = sorted(CORPUS.glob("*.pdf"))[:4] + [tmp_path / "missing.pdf"]
-    plain = [(p, e.status, e.reason, e.sha256, [x.text for x in e.pages]) for p, e in
-             extract_all(files, ingest.extract, workers=1, timeout=0, memory_bytes=0)]
-    boxed = [(p, e.status, e.reason, e.sha256, [x.text for x in e.pages]) for p, e in
-             extract_all(files, ingest.extract, workers=2, timeout=60, memory_bytes=4 << 30)]
+    plain = [
+        (p, e.status, e.reason, e.sha256, [x.text for x in e.pages])
+        for p, e in extract_all(files, ingest.extract, workers=1, timeout=0, memory_bytes=0)
+    ]
+    boxed = [
+        (p, e.status, e.reason, e.sha256, [x.text for x in e.pages])
+        for p, e in extract_all(files, ingest.extract, workers=2, timeout=60, memory_bytes=4 << 30)
+    ]
     assert plain == boxed and len(plain) == 5
     assert plain[-1][1] == "failed"

@@ -40,9 +40,15 @@ def test_database_password_never_reaches_cli_output_logs_or_reports(tmp_path, pg
         nda = str(CORPUS / "commonpaper-mutual-nda-v1.pdf")
         unreachable = url.replace("5432", "1")
         for db, args, code in (
-            (url, ["ingest", nda, "--model", str(tiny_model), "--batch", "s"], 0), (url, ["ingest", nda, "--json"], 0),
-            (url, ["status"], 0), (url, ["status", "--json"], 0), (url, ["config"], 0), (url, ["config", "--json"], 0),
-            (url, ["db", "upgrade"], 0), (url, ["db", "current"], 0), (url, ["show", "commonpaper-mutual-nda-v1.pdf"], 0),
+            (url, ["ingest", nda, "--model", str(tiny_model), "--batch", "s"], 0),
+            (url, ["ingest", nda, "--json"], 0),
+            (url, ["status"], 0),
+            (url, ["status", "--json"], 0),
+            (url, ["config"], 0),
+            (url, ["config", "--json"], 0),
+            (url, ["db", "upgrade"], 0),
+            (url, ["db", "current"], 0),
+            (url, ["show", "commonpaper-mutual-nda-v1.pdf"], 0),
             (url, ["export", "--batch", "s", "--format", "html", "--out", str(out)], 0),
             (unreachable, ["status"], 1),
         ):
