@@ -316,6 +316,19 @@ def _sentence_rows(ex: ingest.Extraction) -> list[tuple[int, int, int, int, str]
     return [(x.ordinal, x.page, x.start, x.end, x.text) for x in ex.sentences]
 
 
+def _queue_review(
+    session: Session,
+    doc: Document,
+    chunker: Chunker,
+    settings: Settings,
+    batch_id: int,
+    sentences: Sequence[_SentenceView] | None = None,
+) -> int:
+    """Queue ``doc``'s jobs under the chunker's review key (its playbook's namespace): its chunk count."""
+    key = chunker.review_key or settings.prompt_version
+    return _queue(session, doc, chunker, prompt_version=key, batch_id=batch_id, sentences=sentences)[1]
+
+
 def _reads_more(session: Session, doc: Document, ex: ingest.Extraction) -> bool:
     """Whether this extraction has text on more pages than the stored needs_ocr document."""
     return sum(p.has_text for p in ex.pages) > repo.text_page_count(session, doc.id)
@@ -364,13 +377,7 @@ def _store_one(
                         x for x in (ex.reason, f"re-read: document {existing.id} was needs_ocr") if x
                     )
                     if chunker is not None and existing.status == "ok":
-                        outcome.chunks = _queue(
-                            s,
-                            existing,
-                            chunker,
-                            prompt_version=chunker.review_key or settings.prompt_version,
-                            batch_id=batch_id,
-                        )[1]
+                        outcome.chunks = _queue_review(s, existing, chunker, settings, batch_id)
                     repo.record_file(
                         s,
                         batch,
@@ -388,13 +395,7 @@ def _store_one(
                     outcome.document_id = existing.id
                     outcome.pages = existing.page_count
                     if chunker is not None and existing.status == "ok":
-                        outcome.chunks = _queue(
-                            s,
-                            existing,
-                            chunker,
-                            prompt_version=chunker.review_key or settings.prompt_version,
-                            batch_id=batch_id,
-                        )[1]
+                        outcome.chunks = _queue_review(s, existing, chunker, settings, batch_id)
                     repo.record_file(
                         s,
                         batch,
@@ -422,14 +423,7 @@ def _store_one(
                 if chunker is not None and doc.status == "ok":
                     # The sentences are in hand: chunk them without reading them back.
                     views = [_SentenceView(x.ordinal, x.page, x.text) for x in ex.sentences]
-                    outcome.chunks = _queue(
-                        s,
-                        doc,
-                        chunker,
-                        prompt_version=chunker.review_key or settings.prompt_version,
-                        batch_id=batch_id,
-                        sentences=views,
-                    )[1]
+                    outcome.chunks = _queue_review(s, doc, chunker, settings, batch_id, sentences=views)
                 repo.record_file(
                     s,
                     batch,
