@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -131,26 +132,37 @@ def write_report(report: Report | dict, fmt: Format, out: Path) -> Path:
     text = render(report, fmt)
     out = Path(out)
     target = out / f"report.{_EXTENSIONS[fmt]}" if out.is_dir() else out
+    return write_private(target, lambda tmp: write_synced(tmp, text), what="report")
+
+
+def write_private(target: Path, fill: Callable[[Path], object], *, what: str) -> Path:
+    """Create or replace ``target`` atomically, readable by its owner only (reports quote contract
+    text): ``fill`` writes the content to a temporary file beside it, which then takes its place."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # mkstemp creates the file 0o600; same directory so os.replace is a rename, never a copy.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                # Bytes, not text mode: CSV's \r\n must not be translated on any platform.
-                fh.write(text.encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
+            fill(Path(tmp))
+            os.chmod(tmp, 0o600)  # whatever ``fill`` did to the file's mode
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise ContractsumError(
-            f"cannot write report to {target}: {exc.strerror or exc}", hint="choose a writable output path"
+            f"cannot write {what} to {target}: {exc.strerror or exc}", hint="choose a writable output path"
         ) from exc
     return target
+
+
+def write_synced(path: Path, text: str) -> None:
+    """``text`` as UTF-8, flushed to disk. Bytes, not text mode: CSV's \\r\\n must not be translated."""
+    with open(path, "wb") as fh:
+        fh.write(text.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 # --- json -----------------------------------------------------------------------------------

@@ -7,15 +7,14 @@ reads. ``write_matrix`` puts one rendering in a file the way the export does (at
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
 from pipeline.batch import resolve_batch
-from pipeline.errors import ConfigError, ContractsumError
+from pipeline.errors import ConfigError
+from pipeline.reports.export import write_private, write_synced
 from pipeline.reports.matrix import Matrix, MatrixCell, MatrixCitation, MatrixColumn, MatrixRow
 from pipeline.review.playbooks import Playbook
 from storage import repo
@@ -109,27 +108,7 @@ def write_matrix(m: Matrix, fmt: str, out: Path) -> Path:
         raise ConfigError(f"unknown matrix format {fmt!r}", hint=f"choose one of {', '.join(MATRIX_FORMATS)}")
     out = Path(out)
     target = out / f"matrix.{fmt}" if out.is_dir() else out
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o600)
-            if fmt == "xlsx":
-                os.close(fd)
-                render.write_xlsx(m, Path(tmp))
-            else:
-                text = {"csv": render.to_csv, "json": render.to_json, "html": render.to_html}[fmt](m)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(text.encode("utf-8"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ContractsumError(
-            f"cannot write matrix to {target}: {exc.strerror or exc}", hint="choose a writable output path"
-        ) from exc
-    return target
+    if fmt == "xlsx":
+        return write_private(target, lambda tmp: render.write_xlsx(m, tmp), what="matrix")
+    text = {"csv": render.to_csv, "json": render.to_json, "html": render.to_html}[fmt](m)
+    return write_private(target, lambda tmp: write_synced(tmp, text), what="matrix")
