@@ -158,11 +158,14 @@ def _question_requests(settings, factory, model: Path) -> list:
         )
         for c in book.clauses
     ]
+    from pipeline.batch import Chunker
+
     renderer = Renderer(model)
     items, allowed = [], []
+    config_id = Chunker.for_model(settings, model, book).config_id
     with factory() as s:
         for d in repo.documents(s):
-            plan = repo.jobs_for_document(s, d.id, book.review_key(settings.prompt_version))[0].plan
+            plan = repo.jobs_for_document(s, d.id, config_id)[0].plan
             for ch in repo.chunks_of(s, d.id, plan):
                 sents = [(x.ordinal, x.text) for x in repo.sentence_range(s, d.id, ch.first_sentence, ch.last_sentence)]
                 data = render_sentences(sents)

@@ -156,17 +156,11 @@ def write_batch_report(
     """Export the batch's report (HTML and JSON) and its contract x clause matrix (CSV, XLSX, HTML,
     JSON), and publish the report and matrix artifacts."""
     from pipeline.reports.export import write_report
-    from pipeline.reports.report import build_report
+    from pipeline.reports.report import report_for
     from pipeline.review.playbooks import playbook_for
 
     book = playbook_for(settings)
-    report = build_report(
-        factory,
-        prompt_version=settings.prompt_version,
-        batch=batch,
-        playbook=book,
-        low_confidence=settings.ocr_low_confidence,
-    )
+    report = report_for(factory, settings, batch=batch, playbook=book)
     folder = settings.reports_dir / slug(batch)
     html = write_report(report, "html", folder / "report.html")
     write_report(report, "json", folder / "report.json")
@@ -181,6 +175,33 @@ def write_batch_report(
     return outcome
 
 
+@task(name="compare", **_task_options)
+def compare_artifact(settings: Settings, factory: sessionmaker[Session], batch: str, other: str) -> Path:
+    """Compare the batch's results under configuration ``other`` (A) with the current one's (B):
+    written beside the batch report and published as a Markdown artifact."""
+    from pipeline.quality.compare import compare, render
+    from pipeline.reports.export import write_private, write_synced
+    from pipeline.reports.selection import current_config_id, resolve_config
+    from pipeline.review.playbooks import playbook_for
+
+    current = current_config_id(settings, playbook_for(settings))
+    if current is None:
+        raise ConfigError("cannot compare: no current configuration (no model configured)")
+    with factory() as s:
+        result = compare(s, resolve_config(s, other), current, batch=batch)
+    md = render(result, "md")
+    folder = settings.reports_dir / slug(batch)
+    path = write_private(folder / "compare.md", lambda tmp: write_synced(tmp, md), what="comparison")
+    write_private(folder / "compare.json", lambda tmp: write_synced(tmp, render(result, "json")), what="comparison")
+    create_markdown_artifact(
+        key=f"batch-compare-{slug(batch)}",
+        markdown=md,
+        description=f"contractsum batch {_md(batch)}: {result.a} vs {result.b}",
+    )
+    get_run_logger().info("comparison: %s", path)
+    return path
+
+
 def publish_matrix(
     settings: Settings, factory: sessionmaker[Session], batch: str, playbook, folder: Path
 ) -> list[Path]:
@@ -190,7 +211,10 @@ def publish_matrix(
     from pipeline.reports.portfolio import MATRIX_FORMATS, artifact_table, build_matrix, write_matrix
 
     with factory() as s:
-        m = build_matrix(s, batch=batch, playbook=playbook, prompt_version=settings.prompt_version)
+        from pipeline.reports.selection import selection_for
+
+        chosen = selection_for(s, settings, playbook)
+        m = build_matrix(s, batch=batch, playbook=playbook, prompt_version=settings.prompt_version, selection=chosen)
     paths = [write_matrix(m, fmt, folder / f"matrix.{fmt}") for fmt in MATRIX_FORMATS]
     create_table_artifact(
         key=f"batch-matrix-{slug(batch)}",
@@ -210,6 +234,7 @@ def summarize_batch(
     origin: str = "prefect",
     playbook: str | None = None,
     strict: bool | None = None,
+    compare_with: str | None = None,
 ) -> Any:  # a Completed state whose result is BatchOutcome.as_dict()
     """Ingest ``paths`` (if any) into ``batch`` and summarize every unsummarized document in it.
 
@@ -218,6 +243,8 @@ def summarize_batch(
     output never validated leave the run Completed, counted and listed with reasons in its state
     message and report artifact; with ``strict`` (default: the ``strict_batches`` setting) they
     fail it. The run fails when the system did not do its job: settings, database, engine.
+    ``compare_with`` (a configuration id or prefix): also publish a comparison of the batch's
+    results under it with the current configuration's, as a report artifact.
     """
     logger = get_run_logger()
     settings = run_settings()
@@ -242,6 +269,8 @@ def summarize_batch(
             engine_error = str(exc)
             logger.error("the engine failed: %s", exc)
         outcome = write_batch_report(settings, factory, batch, ingested, summarized, engine_error)
+        if compare_with is not None:
+            compare_artifact(settings, factory, batch, compare_with)
     finally:
         release_engine_after_deployment_run()
     if engine_error is not None:
@@ -312,10 +341,11 @@ def _pending_documents(factory: sessionmaker[Session], settings: Settings, batch
         if row is None:
             return 0
         docs = repo.documents(s, batch_id=row.id)
+        from pipeline.reports.selection import current_config_id
         from pipeline.review.playbooks import playbook_for
 
-        key = playbook_for(settings).review_key(settings.prompt_version)
-        return sum(1 for d in docs if repo.summary_for(s, d.id, key) is None)
+        current = current_config_id(settings, playbook_for(settings))
+        return sum(1 for d in docs if current is None or repo.summary_for(s, d.id, current) is None)
 
 
 class _LazyEngine:
@@ -390,6 +420,8 @@ class BatchOutcome:
     engine_run_id: int | None
     engine_error: str | None = None
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (source, status, reason)
+    configuration: str | None = None  # the current configuration: id and label
+    results: dict[str, int] = field(default_factory=dict)  # current / stale counts
 
     @classmethod
     def from_report(
@@ -428,7 +460,9 @@ class BatchOutcome:
         failures = [(r["source"], r["status"], r["reason"]) for r in rows if r["status"] != "summarized"]
         tps = summarized.tokens_per_second if summarized is not None and not summarized.nothing_to_do else None
         run_id = summarized.engine_run_id if summarized is not None else None
-        return cls(batch, rows, report_path, tps, run_id, engine_error, failures)
+        sel = report.get("configuration") or {}
+        conf = f"{sel['current']} ({sel.get('current_label') or 'no result yet'})" if sel.get("current") else None
+        return cls(batch, rows, report_path, tps, run_id, engine_error, failures, conf, dict(report.get("results", {})))
 
     @property
     def summarized(self) -> int:
@@ -471,6 +505,11 @@ class BatchOutcome:
         lines += ["", f"- Throughput: {tps}" + (f" (engine run {self.engine_run_id})" if self.engine_run_id else "")]
         if self.engine_error:
             lines.append(f"- Engine failure: {_md(self.engine_error)} — rerun the flow to resume")
+        if self.configuration:
+            lines.append(
+                f"- Configuration: {_md(self.configuration)} — {self.results.get('current', 0)} result(s) current, "
+                f"{self.results.get('stale', 0)} stale"
+            )
         lines.append(f"- Exported report: `{self.report_path}` (and `report.json` beside it)")
         return "\n".join(lines) + "\n"
 
@@ -484,4 +523,6 @@ class BatchOutcome:
             "output_tokens_per_second": round(self.tokens_per_second, 2) if self.tokens_per_second else None,
             "engine_run_id": self.engine_run_id,
             "report": str(self.report_path),
+            "configuration": self.configuration,
+            "results": self.results,
         }

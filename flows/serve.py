@@ -224,11 +224,19 @@ def flow_run_url(flow_run_id: UUID) -> str:
 
 
 def submit_to_deployment(
-    deployment_id: UUID, batch: str, paths: Sequence[str], playbook: str | None = None, *, strict: bool | None = None
+    deployment_id: UUID,
+    batch: str,
+    paths: Sequence[str],
+    playbook: str | None = None,
+    *,
+    strict: bool | None = None,
+    compare_with: str | None = None,
 ) -> Submission:
     from prefect.deployments import run_deployment
 
     parameters: dict[str, Any] = {"batch": batch, "paths": list(paths), "origin": "submit"}
+    if compare_with is not None:
+        parameters["compare_with"] = compare_with
     if playbook is not None:  # else the worker's own setting
         parameters["playbook"] = playbook
     if strict is not None:  # otherwise the served process's strict_batches setting decides
@@ -252,6 +260,7 @@ def run_in_process(
     *,
     temporary_server: bool = False,
     strict: bool | None = None,
+    compare_with: str | None = None,
 ) -> Submission:
     """Run the batch flow here, on this thread (the engine's watchdog needs the main thread).
     ``temporary_server`` ignores a configured API URL that does not answer and records the run
@@ -263,7 +272,9 @@ def run_in_process(
     unset = {PREFECT_API_URL} if temporary_server else set()
     logging.getLogger("prefect").addFilter(_temporary_server_notice)
     with temporary_settings(restore_defaults=unset), local_run(settings, on_progress), tags("contractsum", "ad-hoc"):
-        state = summarize_batch(batch=batch, paths=list(paths), origin="submit", strict=strict, return_state=True)
+        state = summarize_batch(
+            batch=batch, paths=list(paths), origin="submit", strict=strict, compare_with=compare_with, return_state=True
+        )
         run_id = state.state_details.flow_run_id
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(run_id)

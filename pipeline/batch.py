@@ -17,6 +17,7 @@ from pipeline.ingest import ingest, ocr
 from pipeline.ingest.chunking import TokenCounter, chunk_budget, plan_chunks, plan_key
 from pipeline.ingest.extractors import ExtractionStats, extract_all
 from pipeline.ingest.ingest import display_name
+from pipeline.review.configuration import ResultConfig
 from pipeline.review.prompts import effective_context, load_template, template_tokens_cached
 from pipeline.settings import Settings
 from storage import repo
@@ -106,14 +107,24 @@ class Chunker:
     plan: str
     context: int
     model_dir: Path
-    # The playbook's namespace for jobs and summaries (Playbook.review_key): the prompt version
-    # alone for the default playbook.
+    # The playbook's namespace (Playbook.review_key): the prompt version alone for the default
+    # playbook; shown beside results, and what a stale result must share to stand in for a current one.
     review_key: str = ""
+    # The configuration results will be made under (pipeline/review/configuration.py): jobs and
+    # summaries are keyed on its id.
+    config: ResultConfig | None = None
+
+    @property
+    def config_id(self) -> str:
+        if self.config is None:
+            raise ValueError("this chunker was built without a configuration")
+        return self.config.id
 
     @classmethod
-    def for_model(cls, settings: Settings, model_dir: Path, playbook=None) -> Chunker:
+    def for_model(cls, settings: Settings, model_dir: Path, playbook=None, *, tier: str = "primary") -> Chunker:
         """The chunk budget leaves room for the summarize template with ``playbook``'s clause list
         (default: ``settings.playbook``), so a longer playbook gets smaller chunks."""
+        from pipeline.review.configuration import current_config
         from pipeline.review.playbooks import playbook_for
 
         playbook = playbook_for(settings, playbook)
@@ -128,14 +139,28 @@ class Chunker:
             cap=settings.chunk_budget,
         )
         counter = TokenCounter.from_model_dir(model_dir)
+        plan = plan_key(counter.name, budget)
         return cls(
             counter=counter,
             budget=budget,
-            plan=plan_key(counter.name, budget),
+            plan=plan,
             context=context,
             model_dir=model_dir,
             review_key=playbook.review_key(settings.prompt_version),
+            config=current_config(settings, model_dir, playbook, plan=plan, max_model_len=context, tier=tier),
         )
+
+
+def record_configuration(session: Session, config: ResultConfig) -> None:
+    """Store ``config`` (once) so results and jobs can name it."""
+    repo.ensure_configuration(
+        session,
+        id=config.id,
+        review_key=config.review_key,
+        tier=config.tier,
+        label=config.label(),
+        fields=config.model_dump(mode="json"),
+    )
 
 
 def resolve_batch(session: Session, name: str | None) -> int | None:
@@ -181,11 +206,9 @@ def _ensure_chunks(
     return repo.save_chunks(session, doc.id, chunker.plan, rows)
 
 
-def queue_document(
-    session: Session, doc: Document, chunker: Chunker, *, prompt_version: str, batch_id: int | None
-) -> int:
-    """Map jobs for every chunk of ``doc`` that has none yet (idempotent)."""
-    return _queue(session, doc, chunker, prompt_version=prompt_version, batch_id=batch_id)[0]
+def queue_document(session: Session, doc: Document, chunker: Chunker, *, batch_id: int | None) -> int:
+    """Map jobs under the chunker's configuration for every chunk of ``doc`` that has none yet (idempotent)."""
+    return _queue(session, doc, chunker, batch_id=batch_id)[0]
 
 
 def _queue(
@@ -193,11 +216,12 @@ def _queue(
     doc: Document,
     chunker: Chunker,
     *,
-    prompt_version: str,
     batch_id: int | None,
     sentences: Sequence[_SentenceView] | None = None,
 ) -> tuple[int, int]:
     """``queue_document`` that also says how many chunks the document has: (jobs added, chunks)."""
+    assert chunker.config is not None
+    record_configuration(session, chunker.config)
     chunks = _ensure_chunks(session, doc, chunker, sentences)
     added = repo.enqueue(
         session,
@@ -210,7 +234,8 @@ def _queue(
                 "plan": chunker.plan,
                 "level": 0,
                 "ordinal": c.ordinal,
-                "prompt_version": prompt_version,
+                "prompt_version": chunker.review_key,
+                "config_id": chunker.config_id,
             }
             for c in chunks
         ],
@@ -324,9 +349,8 @@ def _queue_review(
     batch_id: int,
     sentences: Sequence[_SentenceView] | None = None,
 ) -> int:
-    """Queue ``doc``'s jobs under the chunker's review key (its playbook's namespace): its chunk count."""
-    key = chunker.review_key or settings.prompt_version
-    return _queue(session, doc, chunker, prompt_version=key, batch_id=batch_id, sentences=sentences)[1]
+    """Queue ``doc``'s jobs under the chunker's configuration: its chunk count."""
+    return _queue(session, doc, chunker, batch_id=batch_id, sentences=sentences)[1]
 
 
 def _reads_more(session: Session, doc: Document, ex: ingest.Extraction) -> bool:

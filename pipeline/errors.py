@@ -64,6 +64,10 @@ class EngineError(ContractsumError):
     """The inference engine failed to start, died, or stalled."""
 
 
+class EngineStartError(EngineError):
+    """The engine never started (vLLM refused the model or the settings, no device, out of memory)."""
+
+
 class EngineStalledError(EngineError):
     """The watchdog saw no progress for longer than its limit."""
 

@@ -64,6 +64,11 @@ class Settings(EngineSettings, _Where):
         description="A job whose engine dies or whose worker is killed this often while it runs ends failed.",
     )
     max_attempts: int = Field(default=3, ge=1, description="Tries per job before it ends failed.")
+    reuse_completions: bool = Field(
+        default=True,
+        description="Answer a prompt from the stored answer when the same model was asked the exact same prompt with "
+        "the same sampling before (a configuration change then re-asks only the prompts it changed).",
+    )
     engine_stall_seconds: float = Field(
         default=EngineConfig.model_fields["stall_seconds"].default,
         gt=0,

@@ -152,7 +152,11 @@ class Job(Base):
     level: Mapped[int] = mapped_column(Integer, default=0)  # 0 = map, 1.. = reduce rounds
     ordinal: Mapped[int] = mapped_column(Integer, default=0)
     inputs: Mapped[list[Any] | None] = mapped_column(JSON)  # reduce: ordinals of the level below
-    prompt_version: Mapped[str] = mapped_column(String(32))
+    prompt_version: Mapped[str] = mapped_column(String(32))  # the review key (prompt version + playbook)
+    # The configuration this job's result is for (NULL: queued before configurations were recorded).
+    config_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("configurations.id", ondelete="RESTRICT"), index=True
+    )
     state: Mapped[str] = mapped_column(String(16), default="queued")  # queued|leased|done|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # tries that produced an answer (or none yet)
     interruptions: Mapped[int] = mapped_column(Integer, default=0)  # leases lost to a dead engine or worker
@@ -180,6 +184,9 @@ class EngineRun(Base):
     prompt_version: Mapped[str] = mapped_column(String(32))
     device: Mapped[str] = mapped_column(String(32), default="cpu")
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The result configuration it worked for, and its engine tier.
+    config_id: Mapped[str | None] = mapped_column(String(16), ForeignKey("configurations.id", ondelete="SET NULL"))
+    tier: Mapped[str] = mapped_column(String(40), default="primary", server_default="primary")
     started_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
     status: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|failed
@@ -191,13 +198,40 @@ class EngineRun(Base):
     tokens_per_second: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class Configuration(Base):
+    """What produced a result (pipeline/review/configuration.py): ``id`` is the hash of ``fields``."""
+
+    __tablename__ = "configurations"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    review_key: Mapped[str] = mapped_column(String(32))
+    tier: Mapped[str] = mapped_column(String(40), default="primary")
+    label: Mapped[str] = mapped_column(Text)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class StoredCompletion(Base):
+    """One prompt's answer from one model, by :func:`request_key` (the exact tokens, schema, sampling
+    and model): a rerun whose prompt did not change takes the answer from here instead of the engine."""
+
+    __tablename__ = "completions"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    engine_run_id: Mapped[int | None] = mapped_column(ForeignKey("engine_runs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
 class Summary(Base):
-    """The one summary of a document for a prompt version."""
+    """The one summary of a document under a configuration."""
 
     __tablename__ = "summaries"
     id: Mapped[int] = mapped_column(primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
-    prompt_version: Mapped[str] = mapped_column(String(32))
+    prompt_version: Mapped[str] = mapped_column(String(32))  # the review key (prompt version + playbook)
+    config_id: Mapped[str] = mapped_column(String(16), ForeignKey("configurations.id", ondelete="RESTRICT"), index=True)
     engine_run_id: Mapped[int | None] = mapped_column(ForeignKey("engine_runs.id", ondelete="SET NULL"))
     summary: Mapped[str] = mapped_column(Text)
     parties: Mapped[list[Any]] = mapped_column(JSON)
@@ -209,7 +243,7 @@ class Summary(Base):
     playbook_version: Mapped[str | None] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     clauses: Mapped[list[Clause]] = relationship(lazy="raise", order_by="Clause.id")
-    __table_args__ = (UniqueConstraint("document_id", "prompt_version"),)
+    __table_args__ = (UniqueConstraint("document_id", "config_id"),)
 
 
 class Clause(Base):

@@ -14,12 +14,14 @@ from storage.models import (
     Chunk,
     Citation,
     Clause,
+    Configuration,
     Document,
     EngineRun,
     IngestRecord,
     Job,
     Page,
     Sentence,
+    StoredCompletion,
     Summary,
     utcnow,
 )
@@ -231,12 +233,13 @@ def save_chunks(session: Session, document_id: int, plan: str, rows: Sequence[di
     return chunks_of(session, document_id, plan)
 
 
-def job_key(kind: str, document_id: int, prompt_version: str, plan: str, level: int, ordinal: int) -> str:
-    """A job's identity: the same work always gets the same key, so a rerun queues none twice.
-    (Map jobs are all level 0, which their key leaves out; stored keys keep this form.)"""
+def job_key(kind: str, document_id: int, config_id: str, plan: str, level: int, ordinal: int) -> str:
+    """A job's identity: the same work for the same configuration always gets the same key, so a
+    rerun queues none twice. (Map jobs are all level 0, which their key leaves out. Keys stored
+    before configurations name the prompt version where the configuration id now stands.)"""
     if kind == "map":
-        return f"map:{document_id}:{prompt_version}:{plan}:{ordinal}"
-    return f"{kind}:{document_id}:{prompt_version}:{plan}:{level}:{ordinal}"
+        return f"map:{document_id}:{config_id}:{plan}:{ordinal}"
+    return f"{kind}:{document_id}:{config_id}:{plan}:{level}:{ordinal}"
 
 
 def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
@@ -248,7 +251,7 @@ def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         r
         if "key" in r
         else {
-            "key": job_key(r["kind"], r["document_id"], r["prompt_version"], r["plan"], r["level"], r["ordinal"]),
+            "key": job_key(r["kind"], r["document_id"], r["config_id"], r["plan"], r["level"], r["ordinal"]),
             **r,
         }
         for r in rows
@@ -275,7 +278,7 @@ def lease(
     batch_id: int | None = None,
     document_ids: Sequence[int] | None = None,
     plan: str | None = None,
-    prompt_version: str | None = None,
+    config_id: str | None = None,
     count_attempt: bool = False,
 ) -> list[Job]:
     """Take ready jobs (queued, or leased with an expired lease) for ``owner``.
@@ -292,8 +295,8 @@ def lease(
         q = q.where(Job.document_id.in_(list(document_ids)))
     if plan is not None:
         q = q.where(Job.plan == plan)
-    if prompt_version is not None:
-        q = q.where(Job.prompt_version == prompt_version)
+    if config_id is not None:
+        q = q.where(Job.config_id == config_id)
     if limit is not None:
         q = q.limit(limit)
     if session.get_bind().dialect.name == "postgresql":
@@ -338,8 +341,8 @@ def _interrupted(error: str | None) -> dict[str, Any]:
     )
 
 
-def jobs_for_document(session: Session, document_id: int, prompt_version: str, plan: str | None = None) -> list[Job]:
-    q = select(Job).where(Job.document_id == document_id, Job.prompt_version == prompt_version)
+def jobs_for_document(session: Session, document_id: int, config_id: str, plan: str | None = None) -> list[Job]:
+    q = select(Job).where(Job.document_id == document_id, Job.config_id == config_id)
     if plan is not None:
         q = q.where(Job.plan == plan)
     return list(session.scalars(q.order_by(Job.level, Job.ordinal)))
@@ -355,10 +358,9 @@ def job_counts(session: Session, *, batch_id: int | None = None) -> dict[str, in
 # --- summaries ----------------------------------------------------------------------------
 
 
-def summary_for(session: Session, document_id: int, prompt_version: str) -> Summary | None:
-    return session.scalar(
-        select(Summary).where(Summary.document_id == document_id, Summary.prompt_version == prompt_version)
-    )
+def summary_for(session: Session, document_id: int, config_id: str) -> Summary | None:
+    """The document's result under configuration ``config_id``."""
+    return session.scalar(select(Summary).where(Summary.document_id == document_id, Summary.config_id == config_id))
 
 
 def summary_for_playbook(session: Session, document_id: int, playbook: str, version: str) -> Summary | None:
@@ -383,6 +385,7 @@ def add_summary(
     *,
     document_id: int,
     prompt_version: str,
+    config_id: str,
     engine_run_id: int | None,
     output: dict[str, Any],
     chunks: int,
@@ -398,6 +401,7 @@ def add_summary(
     summary = Summary(
         document_id=document_id,
         prompt_version=prompt_version,
+        config_id=config_id,
         engine_run_id=engine_run_id,
         summary=output.get("summary", ""),
         parties=list(output.get("parties", [])),
@@ -467,6 +471,123 @@ def all_citations(session: Session) -> list[tuple[Citation, Page]]:
         .order_by(Citation.id)
     )
     return [(c, p) for c, p in session.execute(q)]
+
+
+# --- configurations and reuse (pipeline/review/configuration.py) ----------------------------
+
+
+def ensure_configuration(session: Session, *, id: str, review_key: str, tier: str, label: str, fields: dict) -> None:
+    """Record a configuration once (concurrent runs under the same one insert it once)."""
+    _insert_ignore(
+        session,
+        Configuration,
+        [{"id": id, "review_key": review_key, "tier": tier, "label": label, "fields": fields, "created_at": utcnow()}],
+        "id",
+    )
+
+
+def configuration(session: Session, config_id: str) -> Configuration | None:
+    return session.get(Configuration, config_id)
+
+
+def configurations(session: Session) -> list[tuple[Configuration, int, datetime | None]]:
+    """Every configuration with how many results it made and when the last one was, newest first."""
+    q = (
+        select(Configuration, func.count(Summary.id), func.max(Summary.created_at))
+        .join(Summary, Summary.config_id == Configuration.id, isouter=True)
+        .group_by(Configuration.id)
+        .order_by(func.max(Summary.created_at).desc().nulls_last(), Configuration.created_at.desc())
+    )
+    return [(c, n, last) for c, n, last in session.execute(q)]
+
+
+def find_configurations(session: Session, prefix: str) -> list[Configuration]:
+    """Configurations whose id starts with ``prefix`` (at most 2: enough to tell unique from not)."""
+    return list(session.scalars(select(Configuration).where(Configuration.id.startswith(prefix.lower())).limit(2)))
+
+
+def stored_completions(session: Session, keys: Sequence[str]) -> dict[str, StoredCompletion]:
+    out: dict[str, StoredCompletion] = {}
+    wanted = list(dict.fromkeys(keys))
+    for i in range(0, len(wanted), 500):
+        for row in session.scalars(select(StoredCompletion).where(StoredCompletion.key.in_(wanted[i : i + 500]))):
+            out[row.key] = row
+    return out
+
+
+def store_completions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep prompts' answers by key; a key already there keeps its first answer."""
+    _insert_ignore(session, StoredCompletion, [{"created_at": utcnow(), **r} for r in rows], "key")
+
+
+def _insert_ignore(session: Session, model: Any, rows: Sequence[dict[str, Any]], key: str) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    session.execute(dialect_insert(model).on_conflict_do_nothing(index_elements=[key]), list(rows))
+
+
+def select_summary(
+    session: Session,
+    document_id: int,
+    current: str,
+    *,
+    review_key: str | None = None,
+    config_id: str | None = None,
+    as_of: datetime | None = None,
+) -> tuple[Summary | None, str]:
+    """The result to show for a document and how it stands: ``current`` (made under the current
+    configuration ``current``), ``stale`` (the newest one of the same review key under another
+    configuration, shown only when the current one is missing), or ``none``. ``config_id`` picks
+    that configuration's result instead; ``as_of`` the newest result made by then (of ``review_key``
+    when given). A result not made under ``current`` is never called current."""
+    if config_id is not None:
+        found = summary_for(session, document_id, config_id)
+    elif as_of is not None:
+        q = select(Summary).where(Summary.document_id == document_id, Summary.created_at <= as_of)
+        if review_key is not None:
+            q = q.where(Summary.prompt_version == review_key)
+        found = session.scalar(q.order_by(Summary.created_at.desc(), Summary.id.desc()).limit(1))
+    else:
+        found = summary_for(session, document_id, current)
+        if found is None and review_key is not None:
+            found = session.scalar(
+                select(Summary)
+                .where(Summary.document_id == document_id, Summary.prompt_version == review_key)
+                .order_by(Summary.id.desc())
+                .limit(1)
+            )
+    if found is None:
+        return None, "none"
+    return found, "current" if found.config_id == current else "stale"
+
+
+def result_states(session: Session, document_ids: Sequence[int], current: str) -> dict[str, Any]:
+    """How many of ``document_ids`` have a result under ``current``, how many only under other
+    configurations (stale), how many none, and the results per configuration."""
+    ids = list(document_ids)
+    have_current = set(
+        session.scalars(select(Summary.document_id).where(Summary.document_id.in_(ids), Summary.config_id == current))
+    )
+    have_any = set(session.scalars(select(Summary.document_id).where(Summary.document_id.in_(ids))))
+    per_config = {
+        cid: n
+        for cid, n in session.execute(
+            select(Summary.config_id, func.count(func.distinct(Summary.document_id)))
+            .where(Summary.document_id.in_(ids))
+            .group_by(Summary.config_id)
+        )
+    }
+    return {
+        "current": len(have_current),
+        "stale": len(have_any - have_current),
+        "missing": len(set(ids) - have_any),
+        "by_configuration": per_config,
+    }
 
 
 # --- engine runs --------------------------------------------------------------------------
@@ -565,11 +686,11 @@ def sentence_range(session: Session, document_id: int, first: int, last: int) ->
     )
 
 
-def jobs_at_level(session: Session, document_id: int, prompt_version: str, plan: str, level: int) -> list[Job]:
-    return [j for j in jobs_for_document(session, document_id, prompt_version, plan) if j.level == level]
+def jobs_at_level(session: Session, document_id: int, config_id: str, plan: str, level: int) -> list[Job]:
+    return [j for j in jobs_for_document(session, document_id, config_id, plan) if j.level == level]
 
 
-def ready_count(session: Session, *, document_ids: Sequence[int], plan: str, prompt_version: str) -> int:
+def ready_count(session: Session, *, document_ids: Sequence[int], plan: str, config_id: str) -> int:
     now = utcnow()
     return (
         session.scalar(
@@ -579,7 +700,7 @@ def ready_count(session: Session, *, document_ids: Sequence[int], plan: str, pro
                 _ready(now),
                 Job.document_id.in_(list(document_ids)),
                 Job.plan == plan,
-                Job.prompt_version == prompt_version,
+                Job.config_id == config_id,
             )
         )
         or 0
@@ -646,12 +767,13 @@ def engine_run(session: Session, run_id: int | None) -> EngineRun | None:
     return session.get(EngineRun, run_id) if run_id is not None else None
 
 
-def failed_job(session: Session, document_id: int, prompt_version: str) -> Job | None:
+def failed_job(
+    session: Session, document_id: int, config_id: str | None, *, review_key: str | None = None
+) -> Job | None:
+    """A failed job of the document under ``config_id`` (None: under any configuration of ``review_key``)."""
+    which = Job.config_id == config_id if config_id else Job.prompt_version == review_key
     return session.scalar(
-        select(Job)
-        .where(Job.document_id == document_id, Job.prompt_version == prompt_version, Job.state == "failed")
-        .order_by(Job.id)
-        .limit(1)
+        select(Job).where(Job.document_id == document_id, which, Job.state == "failed").order_by(Job.id).limit(1)
     )
 
 
@@ -723,3 +845,82 @@ def release_owner(session: Session, owner: str, *, error: str) -> int:
         update(Job).where(Job.state == "leased", Job.lease_owner == owner).values(**_interrupted(error))
     )
     return cast("CursorResult[Any]", res).rowcount or 0
+
+
+# --- tiers: handing documents over (pipeline/engine/routing.py) --------------------------------
+# A document's work belongs to one tier at a time. Handing it over marks the giving tier's jobs
+# ``handed_over`` (a state its lease never takes) in the same transaction that checks none of them
+# has started, so no chunk is ever summarized by both tiers; the receiving tier then queues its own.
+
+
+def hand_over(session: Session, document_ids: Sequence[int], *, config_id: str, to_tier: str) -> list[int]:
+    """Give the documents of ``document_ids`` whose jobs under ``config_id`` have not started (all
+    queued: none leased or done) to ``to_tier``; returns those handed over. Documents with work in
+    progress or done stay where they are. PostgreSQL locks the rows (skipping ones a worker holds)."""
+    if not document_ids:
+        return []
+    q = select(Job).where(Job.config_id == config_id, Job.document_id.in_(list(document_ids))).order_by(Job.id)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    by_doc: dict[int, list[Job]] = {}
+    for job in session.scalars(q):
+        by_doc.setdefault(job.document_id, []).append(job)
+    locked_counts = dict(
+        session.execute(
+            select(Job.document_id, func.count())
+            .where(Job.config_id == config_id, Job.document_id.in_(list(by_doc)))
+            .group_by(Job.document_id)
+        ).all()
+    )
+    moved = []
+    for doc_id, jobs in by_doc.items():
+        # every job seen (none skipped as locked by a worker) and none started
+        if len(jobs) != locked_counts.get(doc_id) or any(j.state != "queued" for j in jobs):
+            continue
+        for j in jobs:
+            j.state, j.last_error, j.updated_at = "handed_over", f"handed over to tier {to_tier}", utcnow()
+        moved.append(doc_id)
+    session.flush()
+    return moved
+
+
+def take_back(session: Session, document_ids: Sequence[int], *, config_id: str) -> int:
+    """Return handed-over jobs under ``config_id`` to the queue (``summarize --upgrade-fallback``)."""
+    if not document_ids:
+        return 0
+    res = session.execute(
+        update(Job)
+        .where(Job.config_id == config_id, Job.document_id.in_(list(document_ids)), Job.state == "handed_over")
+        .values(state="queued", attempts=0, interruptions=0, last_error=None, updated_at=utcnow())
+    )
+    return cast("CursorResult[Any]", res).rowcount or 0
+
+
+def handed_over_documents(session: Session, document_ids: Sequence[int], *, config_id: str) -> set[int]:
+    return set(
+        session.scalars(
+            select(Job.document_id).where(
+                Job.config_id == config_id, Job.document_id.in_(list(document_ids)), Job.state == "handed_over"
+            )
+        )
+    )
+
+
+def queued_work(session: Session, document_ids: Sequence[int], *, config_id: str) -> dict[int, dict[str, int]]:
+    """Per document with work left under ``config_id``: jobs queued, jobs done, and the prompt tokens
+    of the queued map jobs' chunks (what the deadline estimate weighs)."""
+    rows = session.execute(
+        select(Job.document_id, Job.state, func.count(), func.coalesce(func.sum(Chunk.token_count), 0))
+        .join(Chunk, Chunk.id == Job.chunk_id, isouter=True)
+        .where(Job.config_id == config_id, Job.document_id.in_(list(document_ids)))
+        .group_by(Job.document_id, Job.state)
+    ).all()
+    out: dict[int, dict[str, int]] = {}
+    for doc_id, state, n, tokens in rows:
+        entry = out.setdefault(
+            doc_id, {"queued": 0, "leased": 0, "done": 0, "failed": 0, "handed_over": 0, "tokens": 0}
+        )
+        entry[state] = entry.get(state, 0) + n
+        if state in ("queued", "leased"):
+            entry["tokens"] += int(tokens)
+    return {d: e for d, e in out.items() if e["queued"] or e["leased"]}

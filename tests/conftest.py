@@ -159,3 +159,25 @@ def prefect_harness(tmp_path_factory):
 
         with prefect_test_harness(server_startup_timeout=180):
             yield
+
+
+def result_config(playbook=None, *, prompt_version: str = "v1", **changes):
+    """A result configuration for tests that store results without running a model (``changes``:
+    ResultConfig fields, e.g. another model_fingerprint or tier)."""
+    from pipeline.review.configuration import ResultConfig, review_mode_of
+
+    fields = dict(
+        prompt_version=prompt_version,
+        playbook=playbook.name if playbook is not None else "default",
+        playbook_version=playbook.version if playbook is not None else "1",
+        review_mode=review_mode_of(playbook) if playbook is not None else "whole",
+        review_key=playbook.review_key(prompt_version) if playbook is not None else prompt_version,
+        model="test-model",
+        model_fingerprint="0" * 32,
+        dtype="float32",
+        max_model_len=2048,
+        plan="test-plan",
+        sampling={"seed": 0},
+        limits={},
+    )
+    return ResultConfig(**{**fields, **changes})

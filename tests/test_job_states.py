@@ -1,6 +1,6 @@
-"""Job keys and job state changes, all in storage/repo.py: keys keep the form databases already
-hold (a rerun after upgrading must not queue any work twice), and a job completes only under the
-lease that took it."""
+"""Job keys and job state changes, all in storage/repo.py: keys name the configuration the work is
+for (the same work for the same configuration is never queued twice), and a job completes only
+under the lease that took it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from storage.models import Job
 
 
 def _doc(s, batch):
+    repo.ensure_configuration(s, id=CONFIG, review_key="v1", tier="primary", label="test", fields={})
     return repo.add_document(
         s,
         batch,
@@ -24,11 +25,15 @@ def _doc(s, batch):
     )
 
 
+CONFIG = "0123456789abcdef"
+
+
 def _row(kind: str, doc_id: int, level: int, ordinal: int) -> dict:
     return {
         "kind": kind,
         "document_id": doc_id,
         "prompt_version": "v1",
+        "config_id": CONFIG,
         "plan": "p1",
         "level": level,
         "ordinal": ordinal,
@@ -42,7 +47,7 @@ def test_enqueue_builds_the_keys_stored_databases_hold_and_never_queues_twice(fa
         rows = [_row("map", d.id, 0, 0), _row("map", d.id, 0, 1), _row("reduce", d.id, 1, 0)]
         assert repo.enqueue(s, rows) == 3
         keys = sorted(s.scalars(Job.__table__.select().with_only_columns(Job.key)))
-        assert keys == [f"map:{d.id}:v1:p1:0", f"map:{d.id}:v1:p1:1", f"reduce:{d.id}:v1:p1:1:0"]
+        assert keys == [f"map:{d.id}:{CONFIG}:p1:0", f"map:{d.id}:{CONFIG}:p1:1", f"reduce:{d.id}:{CONFIG}:p1:1:0"]
         assert repo.enqueue(s, rows) == 0
         assert repo.enqueue(s, [_row("reduce", d.id, 2, 0)]) == 1  # another level is other work
 

@@ -193,8 +193,9 @@ def test_xlsx_has_matrix_and_citation_sheets_frozen_filtered_and_no_formulas(tmp
     ws, cites = wb["matrix"], wb["citations"]
     assert ws.freeze_panes == "B2" and cites.freeze_panes == "A2"
     assert ws.auto_filter.ref and cites.auto_filter.ref
-    assert [c.value for c in ws[1]] == ["Contract", *(c.label for c in COLUMNS)]
-    assert [c.value for c in ws[2]] == ["acme-msa.pdf", "Delaware", "No", "1 year", NOT_ASKED, FAILED]
+    assert [c.value for c in ws[1]] == ["Contract", *(c.label for c in COLUMNS), "Result Configuration"]
+    # (the configuration cell is empty: this matrix was built without results' configurations)
+    assert [c.value for c in ws[2]] == ["acme-msa.pdf", "Delaware", "No", "1 year", NOT_ASKED, FAILED, None]
     cite_rows = [[c.value for c in r] for r in cites.iter_rows(min_row=2)]
     assert ["acme-msa.pdf", "Renewal Term", "found", "1 year", 2, "S11", None, "Renewal is automatic."] in cite_rows
     assert any(r[6] == "yes" and r[7] == HOSTILE for r in cite_rows)  # OCR marked

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import result_config
 
 from pipeline.errors import OutputError, PromptError
 from pipeline.review.playbooks import KINDS, load_playbook
@@ -229,7 +230,7 @@ def _reviewed_by_asked_seen_through_wider(tmp_path, factory):
     )
     with factory.begin() as s:
         doc = _store_document(s)
-        store_summary(s, doc.id, asked.review_key("v1"), result, engine_run_id=None, chunks=1, playbook=asked)
+        store_summary(s, doc.id, result_config(asked), result, engine_run_id=None, chunks=1, playbook=asked)
     return asked, wider, doc
 
 
@@ -241,7 +242,7 @@ def test_found_not_found_and_not_asked_stay_apart_through_storage_exports_and_th
 
     asked, wider, doc = _reviewed_by_asked_seen_through_wider(tmp_path, factory)
     with factory() as s:
-        rows = {c.type: c for c in repo.clauses_of(s, repo.summary_for(s, doc.id, "v1/asked@2").id)}
+        rows = {c.type: c for c in repo.clauses_of(s, repo.summary_for(s, doc.id, result_config(asked).id).id)}
         assert {t: (r.status, r.answer, r.playbook, r.playbook_version) for t, r in rows.items()} == {
             "law": ("found", "Delaware", "asked", "2"),
             "cap": ("not_found", None, "asked", "2"),

@@ -137,15 +137,17 @@ def test_expired_lease_returns_job_to_the_queue(factory):
         assert (job.state, job.attempts, job.interruptions, job.last_error) == ("queued", 0, 2, "engine died")
 
 
-def test_one_summary_per_document_and_prompt_version(factory):
+def test_one_summary_per_document_and_configuration(factory):
     with transaction(factory) as s:
         b = repo.get_or_create_batch(s, "b1")
         d = _doc(s, b)
         sents = repo.sentences_of(s, d.id)
+        repo.ensure_configuration(s, id="c0ffee00c0ffee00", review_key="v1", tier="primary", label="x", fields={})
         repo.add_summary(
             s,
             document_id=d.id,
             prompt_version="v1",
+            config_id="c0ffee00c0ffee00",
             engine_run_id=None,
             output={"summary": "x"},
             chunks=1,
@@ -158,6 +160,7 @@ def test_one_summary_per_document_and_prompt_version(factory):
                 s,
                 document_id=doc_id,
                 prompt_version="v1",
+                config_id="c0ffee00c0ffee00",
                 engine_run_id=None,
                 output={"summary": "y"},
                 chunks=1,

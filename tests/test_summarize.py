@@ -93,11 +93,11 @@ def test_long_contract_is_mapped_then_reduced_and_citations_still_resolve(tmp_pa
     assert not report.failed and len(report.summarized) == 2
     assert prompt_lengths and max(prompt_lengths) <= 2048
     with factory() as s:
-        jobs = repo.jobs_for_document(s, doc.id, settings.prompt_version, chunker.plan)
+        jobs = repo.jobs_for_document(s, doc.id, chunker.config_id, chunker.plan)
         assert max(j.level for j in jobs) >= 1, "a multi-chunk document must be reduced"
         top = [j for j in jobs if j.level == max(x.level for x in jobs)]
         assert len(top) == 1
-        summary = repo.summary_for(s, doc.id, settings.prompt_version)
+        summary = repo.summary_for(s, doc.id, chunker.config_id)
         assert summary.chunks == sum(1 for j in jobs if j.level == 0)
     _assert_every_citation_resolves(factory)
 
@@ -111,7 +111,9 @@ def test_output_that_never_fits_is_retried_then_failed_with_raw_output_kept(tmp_
     assert report.failed and not report.summarized
     assert report.retries == 2
     with factory() as s:
-        jobs = [j for d in repo.documents(s) for j in repo.jobs_for_document(s, d.id, settings.prompt_version)]
+        jobs = [
+            j for d in repo.documents(s) for j in s.scalars(repo.select(repo.Job).where(repo.Job.document_id == d.id))
+        ]
         assert jobs and all(j.state == "failed" for j in jobs)
         assert all(j.attempts == 3 and j.raw_output for j in jobs)
         assert all("token limit" in j.last_error for j in jobs)

@@ -83,6 +83,11 @@ def submit(
     strict: bool | None = typer.Option(
         None, "--strict/--no-strict", help="Failed documents fail the run (default: the strict_batches setting)."
     ),
+    compare_with: str | None = typer.Option(
+        None,
+        "--compare-with",
+        help="After the run, compare its results with this configuration's (id or prefix) as a report artifact.",
+    ),
 ) -> None:
     """Create a batch from PATHS and run it; print the flow-run id, and its UI URL where a
     Prefect server answers.
@@ -117,7 +122,9 @@ def submit(
     bar = _Bar()  # on stderr, so --json output stays clean
     timing = None
     if where.deployment_id is not None and not in_process:
-        sub = submit_to_deployment(where.deployment_id, batch, absolute, playbook, strict=strict)
+        sub = submit_to_deployment(
+            where.deployment_id, batch, absolute, playbook, strict=strict, compare_with=compare_with
+        )
         if not as_json:
             _announce(sub, where.reason)
         if wait:
@@ -132,7 +139,14 @@ def submit(
 
         try:
             with bar:
-                sub = run_in_process(settings, batch, absolute, bar.event, temporary_server=not where.api_answers)
+                sub = run_in_process(
+                    settings,
+                    batch,
+                    absolute,
+                    bar.event,
+                    temporary_server=not where.api_answers,
+                    compare_with=compare_with,
+                )
         finally:
             release_shared_engine()  # vLLM's processes would keep this one from exiting
         timing = _timing(settings, sub)

@@ -113,12 +113,15 @@ def status(
     batch: str | None = typer.Option(None, "--batch", "-b", help="Only this batch."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """What the database holds: documents, chunks, jobs by state, summaries."""
+    """What the database holds: documents, chunks, jobs by state, summaries; per batch, how many
+    documents have a result under the current configuration and how many only stale ones."""
     from pipeline.reports.report import status_report
+    from pipeline.reports.selection import current_config_id
+    from pipeline.review.playbooks import playbook_for
 
     settings = settings_from(ctx)
     factory = open_db(settings)
-    data = status_report(factory, batch=batch)
+    data = status_report(factory, batch=batch, current=current_config_id(settings, playbook_for(settings)))
     if as_json:
         print_json(data)
         return
@@ -132,10 +135,22 @@ def status(
     console.print(totals)
     if data["batches"]:
         bt = Table(title="batches", title_justify="left")
-        for col in ("batch", "created", "files", "ok", "duplicate", "failed", "needs_ocr", "summarized"):
+        for col in (
+            "batch",
+            "created",
+            "files",
+            "ok",
+            "duplicate",
+            "failed",
+            "needs_ocr",
+            "summarized",
+            "current",
+            "stale",
+        ):
             bt.add_column(col)
         for b in data["batches"]:
             c = b["files"]
+            r = b["results"]
             bt.add_row(
                 b["name"],
                 b["created_at"][:19],
@@ -145,5 +160,22 @@ def status(
                 str(c.get("failed", 0)),
                 str(c.get("needs_ocr", 0)),
                 str(b["summarized"]),
+                str(r["current"]),
+                str(r["stale"]),
             )
         console.print(bt)
+        conf = data["configuration"]
+        console.print(
+            f"current configuration: {conf['current'] or 'unknown (no model configured)'}"
+            + (f" — {conf['label']}" if conf["label"] else ""),
+            highlight=False,
+            markup=False,
+        )
+        for b in data["batches"]:
+            for row in b["results"]["by_configuration"]:
+                if not row["current"]:
+                    console.print(
+                        f"  {b['name']}: {row['documents']} document(s) under {row['id']} (stale) — {row['label']}",
+                        highlight=False,
+                        markup=False,
+                    )

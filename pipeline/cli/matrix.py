@@ -24,11 +24,16 @@ def matrix(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="File or folder (default: stdout; xlsx: <home>/reports/)."
     ),
+    config_id: str | None = typer.Option(
+        None, "--config-id", help="This configuration's results (id or unique prefix; see `contractsum configs`)."
+    ),
+    as_of: str | None = typer.Option(None, "--as-of", help="The newest results made by this ISO date or time."),
 ) -> None:
     """The portfolio matrix: one row per contract, one column per clause type of the playbook.
 
     Each cell says found / not found / not asked / failed, the answer where the kind has one, and
-    the cited sentences with their pages. Without --out, csv/json/html go to stdout."""
+    the cited sentences with their pages; the last column names the configuration of each row's
+    result and marks a stale one. Without --out, csv/json/html go to stdout."""
     from pipeline.errors import ConfigError
     from pipeline.reports.portfolio import MATRIX_FORMATS, build_matrix, write_matrix
     from pipeline.review.playbooks import playbook_for
@@ -39,7 +44,10 @@ def matrix(
     book = playbook_for(settings)
     factory = open_db(settings)
     with factory() as s:
-        m = build_matrix(s, batch=batch, playbook=book, prompt_version=settings.prompt_version)
+        from pipeline.reports.selection import selection_for
+
+        chosen = selection_for(s, settings, book, config_id=config_id, as_of=as_of)
+        m = build_matrix(s, batch=batch, playbook=book, prompt_version=settings.prompt_version, selection=chosen)
     if out is None and fmt != "xlsx":
         from pipeline.reports import matrix as render
 

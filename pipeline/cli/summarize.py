@@ -29,9 +29,20 @@ def summarize(
     playbook: str | None = typer.Option(
         None, "--playbook", help="Clause playbook: a name or a .toml path (default: settings)."
     ),
+    max_documents: int | None = typer.Option(
+        None,
+        "--max-documents",
+        min=1,
+        help="At most this many documents this run (in progress first, then new, then stale ones).",
+    ),
+    stale_first: bool = typer.Option(
+        False, "--stale-first", help="Upgrade documents with results under an older configuration before new ones."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Summarize every queued chunk with vLLM and store summaries with citations.
+    """Give every document (of the batch) a result under the current configuration — model,
+    numerics, prompts, playbook, sampling — where it has none, reusing every stored answer to a
+    prompt that did not change. Stores summaries with citations.
 
     Exit 0 when every document in scope has a summary, 1 when any failed.
     """
@@ -70,18 +81,33 @@ def summarize(
             elif ev.kind == "db_retry":  # the run goes on; operators should still see the outage
                 err_console.print(f"database unreachable ({ev.error}): retrying, attempt {ev.attempt}", highlight=False)
 
-        report = run(factory, settings, batch=batch, on_progress=on_progress)
+        report = run(
+            factory,
+            settings,
+            batch=batch,
+            on_progress=on_progress,
+            max_documents=max_documents,
+            stale_first=stale_first,
+        )
     data = report.as_dict()
     if as_json:
         print_json(data)
     elif report.nothing_to_do:
-        console.print("nothing to do: every document in scope is summarized or failed")
-    else:
         console.print(
-            f"{len(report.summarized)} summarized, {len(report.failed)} failed; {report.prompts} prompts in "
-            f"{report.waves} waves; {report.tokens_in} tokens in, {report.tokens_out} out, "
-            f"{report.tokens_per_second:.1f} output tok/s (engine run {report.engine_run_id})"
+            f"nothing to do: every document in scope has a result under configuration {report.config_id} or failed"
         )
+    else:
+        engine = f"engine run {report.engine_run_id}" if report.engine_run_id is not None else "no engine started"
+        console.print(
+            f"{len(report.summarized)} summarized ({report.stale_queued} upgraded from an older configuration), "
+            f"{len(report.failed)} failed; {report.prompts} prompts in {report.waves} waves, "
+            f"{report.reused} answered from stored completions; {report.tokens_in} tokens in, "
+            f"{report.tokens_out} out, {report.tokens_per_second:.1f} output tok/s ({engine}; "
+            f"configuration {report.config_id})",
+            highlight=False,
+        )
+    if report.deferred and not as_json:
+        console.print(f"{report.deferred} more document(s) left for a later run (--max-documents)", highlight=False)
     for doc_id, reason in report.failed.items():
         err_console.print(f"[red]document {doc_id} failed:[/] {reason}", highlight=False)
     raise typer.Exit(1 if report.failed else 0)
@@ -104,8 +130,13 @@ def show(
     ctx: typer.Context,
     document: str = typer.Argument(..., help="Document id, sha256 (prefix of 8+) or file name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    config_id: str | None = typer.Option(
+        None, "--config-id", help="Show this configuration's result (id or unique prefix; see `contractsum configs`)."
+    ),
+    as_of: str | None = typer.Option(None, "--as-of", help="Show the newest result made by this ISO date or time."),
 ) -> None:
-    """Show one document: its summary, clauses and the cited sentences with pages."""
+    """Show one document: its summary, clauses and the cited sentences with pages (the current
+    configuration's result; where it has none, the newest of the same review, marked stale)."""
     from pipeline.errors import ConfigError
     from pipeline.reports.report import document_entry
 
@@ -117,10 +148,17 @@ def show(
         doc = repo.find_document(s, document)
         if doc is None:
             raise ConfigError(f"no document {document!r}", hint="see `contractsum status`")
+        from pipeline.reports.selection import selection_for
         from pipeline.review.playbooks import playbook_for
 
+        book = playbook_for(settings)
         entry = document_entry(
-            s, doc, settings.prompt_version, playbook_for(settings), low_confidence=settings.ocr_low_confidence
+            s,
+            doc,
+            settings.prompt_version,
+            book,
+            low_confidence=settings.ocr_low_confidence,
+            selection=selection_for(s, settings, book, config_id=config_id, as_of=as_of),
         )
     if as_json:
         print_json(entry)
@@ -131,6 +169,13 @@ def show(
     )
     if entry["error"]:
         console.print(f"[red]{entry['error']}[/]", highlight=False)
+    if entry["configuration"]:
+        from pipeline.reports.export import ConfigurationReport, configuration_fact
+
+        conf = entry["configuration"]
+        style = "" if conf["state"] == "current" else "[yellow]"
+        console.print(style + "configuration: ", end="", highlight=False)
+        console.print(configuration_fact(ConfigurationReport(**conf)), highlight=False, markup=False)
     if entry["ocr_pages"]:
         console.print(_ocr_line(entry), highlight=False, markup=False)
     if entry["summary"]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engine.config import EngineConfig, engine_config_from
-from pipeline.errors import ConfigError, EngineError, EngineStalledError
+from pipeline.errors import ConfigError, EngineError, EngineStalledError, EngineStartError
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _start_llm(config: EngineConfig, on_cpu: bool) -> tuple[Any, float, list]:
     try:
         llm = LLM(config.model, **config.vllm_kwargs(on_cpu))
     except Exception as exc:
-        raise EngineError(f"vLLM could not start on {config.model}: {type(exc).__name__}: {exc}") from exc
+        raise EngineStartError(f"vLLM could not start on {config.model}: {type(exc).__name__}: {exc}") from exc
     seconds = time.perf_counter() - t0
     # Watch vLLM's own processes (EngineCore, workers); helpers such as a resource tracker or a
     # compile pool may come and go without meaning anything.

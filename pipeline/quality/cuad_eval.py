@@ -82,7 +82,10 @@ def run_cuad_eval(
     }
     reviewed = summarize(factory, settings, batch=batch, engine=engine, playbook=book)
     with factory() as s:
-        matrix = build_matrix(s, batch=batch, playbook=book, prompt_version=settings.prompt_version)
+        from pipeline.reports.selection import Selection
+
+        current = Selection(current=chunker.config_id, review_key=chunker.review_key)
+        matrix = build_matrix(s, batch=batch, playbook=book, prompt_version=settings.prompt_version, selection=current)
         sentences = {
             name: [x.text for d in ids for x in repo.sentences_of(s, d)]
             for name, ids in documents_by_contract.items()

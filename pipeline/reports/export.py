@@ -87,6 +87,30 @@ class Provenance(_Strict):
     engine_run_id: int | None = None
 
 
+class ConfigurationReport(_Strict):
+    """The configuration behind a shown result and whether it is the current one (``stale``: made
+    under another configuration, shown because the current one has no result for this document)."""
+
+    id: str
+    label: str
+    tier: str = "primary"
+    state: Literal["current", "stale"]
+    current: str | None = None
+
+
+class SelectionReport(_Strict):
+    current: str | None = None
+    current_label: str | None = None
+    selected: str | None = None
+    selected_label: str | None = None
+    as_of: str | None = None
+
+
+class ResultCounts(_Strict):
+    current: int = Field(default=0, ge=0)
+    stale: int = Field(default=0, ge=0)
+
+
 class DocumentReport(_Strict):
     # document_id, sha256 and pages are optional because a file that failed ingest has no document row.
     document_id: int | None
@@ -102,6 +126,7 @@ class DocumentReport(_Strict):
     playbook: str | None = None
     playbook_version: str | None = None
     provenance: Provenance | None = None
+    configuration: ConfigurationReport | None = None
     ocr_pages: int = Field(default=0, ge=0)  # pages whose text OCR read
     low_confidence_pages: list[int] = Field(default_factory=list)  # OCR pages below ocr_low_confidence
 
@@ -109,6 +134,8 @@ class DocumentReport(_Strict):
 class Report(_Strict):
     generated_at: AwareDatetime
     batch: str | None = None
+    configuration: SelectionReport | None = None
+    results: ResultCounts = Field(default_factory=ResultCounts)
     documents: list[DocumentReport]
 
 
@@ -186,6 +213,8 @@ CSV_COLUMNS = (
     "page",
     "text",
     "text_source",
+    "config_id",
+    "config_state",
 )
 
 # Spreadsheets evaluate cells starting with these as formulas (OWASP "CSV injection");
@@ -207,16 +236,17 @@ def _render_csv(report: Report) -> str:
     writer.writerow(CSV_COLUMNS)
     for doc in report.documents:
         head = (doc.document_id, doc.source, doc.status)
+        conf = (doc.configuration.id, doc.configuration.state) if doc.configuration else (None, None)
         if not doc.clauses:
-            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None, None, None, None)])
+            writer.writerow([_cell(v) for v in (*head, None, None, None, None, None, None, None, None, *conf)])
         for clause in doc.clauses:
             # A clause without evidence (or not found, or not asked) still gets a row, so no
             # finding is silently dropped and "not found" never reads as "not asked".
             facts = (clause.type, clause.status, clause.finding, clause.answer)
             if not clause.citations:
-                writer.writerow([_cell(v) for v in (*head, *facts, None, None, None, None)])
+                writer.writerow([_cell(v) for v in (*head, *facts, None, None, None, None, *conf)])
             for cit in clause.citations:
-                row = (*head, *facts, cit.sentence_id, cit.page, cit.text, _text_source(doc, cit))
+                row = (*head, *facts, cit.sentence_id, cit.page, cit.text, _text_source(doc, cit), *conf)
                 writer.writerow([_cell(v) for v in row])
     return buf.getvalue()
 
@@ -258,9 +288,32 @@ def _provenance_line(p: Provenance) -> str:
     )
 
 
+def configuration_fact(c: ConfigurationReport) -> str:
+    """One line on the configuration behind a result; a stale one says so first."""
+    if c.state == "current":
+        return f"{c.id} (current): {c.label}"
+    now = f"; current is {c.current}" if c.current else "; the current configuration is unknown here"
+    return f"STALE \u2014 made under {c.id}, not the current configuration{now}: {c.label}"
+
+
+def _selection_line(report: Report) -> str | None:
+    sel = report.configuration
+    if sel is None:
+        return None
+    if sel.selected:
+        head = f"Showing configuration {sel.selected} ({sel.selected_label or 'unknown'})"
+    elif sel.as_of:
+        head = f"Showing the newest results as of {sel.as_of}"
+    else:
+        head = f"Current configuration {sel.current or 'unknown'} ({sel.current_label or 'no result yet'})"
+    return f"{head}: {report.results.current} result(s) current, {report.results.stale} stale."
+
+
 def _render_md(report: Report) -> str:
     title = "Contract report" + (f" \u2014 {md_inline(report.batch)}" if report.batch else "")
     lines = [f"# {title}", "", f"Generated {report.generated_at.isoformat()}.", ""]
+    if line := _selection_line(report):
+        lines += [md_inline(line), ""]
     for doc in report.documents:
         lines += [f"## {md_inline(doc.source)} \u2014 {doc.status}", ""]
         facts = []
@@ -280,6 +333,8 @@ def _render_md(report: Report) -> str:
             facts.append("- **Dates:** " + "; ".join(f"{md_inline(d.label)}: {md_inline(d.date)}" for d in doc.dates))
         if doc.playbook:
             facts.append(f"- **Playbook:** {md_inline(doc.playbook)} {md_inline(doc.playbook_version or '')}".rstrip())
+        if doc.configuration:
+            facts.append(f"- **Configuration:** {md_inline(configuration_fact(doc.configuration))}")
         if doc.provenance:
             facts.append(f"- **Provenance:** {md_inline(_provenance_line(doc.provenance))}")
         lines += [*facts, ""]
@@ -314,6 +369,7 @@ th{background:#f5f5f5}ul.cites{margin:0;padding-left:1rem}.cite-ref{font-family:
 blockquote{margin:.2rem 0 .5rem;padding-left:.6rem;border-left:3px solid #ccc;color:#333}
 .src{display:inline-block;padding:0 .4rem;border-radius:.5rem;font-size:.75rem;background:#e8eefc}.src-ocr_low_confidence{background:#fbe0e0}
 .ocr-note{background:#e8eefc;padding:.4rem .8rem;border-radius:.3rem}
+.config-stale{background:#fff3cd;padding:.4rem .8rem;border-radius:.3rem}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:0 1rem;font-size:.9rem}dl.prov dt{color:#555}
 """.strip()
 
@@ -351,6 +407,11 @@ def _html_document(index: int, doc: DocumentReport) -> list[str]:
         out.append(f'<p class="error"><strong>Error:</strong> {_h(doc.error)}</p>')
     if ocr := _ocr_fact(doc):
         out.append(f'<p class="ocr-note"><strong>OCR:</strong> {_h(ocr)}</p>')
+    if doc.configuration:
+        out.append(
+            f'<p class="config config-{_h(doc.configuration.state)}"><strong>Configuration:</strong> '
+            f"{_h(configuration_fact(doc.configuration))}</p>"
+        )
     if doc.summary:
         out += ["<h3>Summary</h3>", f'<p class="summary">{_h(doc.summary)}</p>']
     if doc.parties:
@@ -418,6 +479,7 @@ def _render_html(report: Report) -> str:
         f"<h1>{_h(title)}</h1>",
         f'<p class="meta">Generated <time datetime="{_h(generated)}">{_h(generated)}</time> · '
         f"{len(report.documents)} document(s)</p>",
+        *([f'<p class="meta">{_h(line)}</p>'] if (line := _selection_line(report)) else []),
         "<nav><h2>Contents</h2><ol>",
     ]
     for i, doc in enumerate(report.documents, start=1):

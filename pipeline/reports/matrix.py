@@ -31,6 +31,10 @@ CellStatus = Literal["found", "not_found", "not_asked", "failed"]
 NOT_ASKED = "[not asked]"
 FAILED = "[failed]"
 FILENAME = "Filename"
+# Last columns: the configuration each row's result was made under, as one more CUAD-style pair
+# (the context column holds the id, the -Answer column "current" or "STALE"), so the file stays in
+# CUAD's layout and a CUAD reader takes it as one more category.
+CONFIGURATION = "Result Configuration"
 # CUAD spells this one answer header with a space; kept so the CSV diffs cleanly against CUAD's.
 _CUAD_ANSWER_QUIRKS = {"Notice Period To Terminate Renewal": "Notice Period To Terminate Renewal- Answer"}
 
@@ -60,6 +64,15 @@ class MatrixRow(BaseModel):
     document_id: int
     source: str
     cells: dict[str, MatrixCell]  # key = clause id
+    # The configuration of the result the cells come from; "stale": not the current one (shown
+    # because the current configuration has no result for this contract yet).
+    config_id: str | None = None
+    config_state: Literal["current", "stale"] | None = None
+
+    def config_text(self) -> str:
+        if self.config_id is None:
+            return ""
+        return self.config_id + (" (STALE: not the current configuration)" if self.config_state == "stale" else "")
 
 
 class Matrix(BaseModel):
@@ -118,13 +131,14 @@ def to_csv(m: Matrix) -> str:
     head = [FILENAME]
     for col in m.columns:
         head += [header(col), answer_header(col)]
-    writer.writerow([_safe(h) for h in head])
+    writer.writerow([_safe(h) for h in [*head, CONFIGURATION, f"{CONFIGURATION}-Answer"]])
     for row in m.rows:
         out = [row.source]
         for col in m.columns:
             cell = m.cell(row, col)
             out += [repr([c.text for c in cell.citations]), answer_text(col, cell)]
-        writer.writerow([_safe(v) for v in out])
+        state = {"current": "current", "stale": "STALE"}.get(row.config_state or "", "")
+        writer.writerow([_safe(v) for v in [*out, row.config_id or "", state]])
     return buf.getvalue()
 
 
@@ -198,6 +212,8 @@ def to_dict(m: Matrix) -> dict:
             {
                 "document_id": row.document_id,
                 "source": row.source,
+                "config_id": row.config_id,
+                "config_state": row.config_state,
                 "clauses": {col.id: m.cell(row, col).model_dump() for col in m.columns},
             }
             for row in m.rows
@@ -217,6 +233,7 @@ def table_rows(m: Matrix) -> list[dict[str, str]]:
         for col in m.columns:
             cell = m.cell(row, col)
             item[col.label] = answer_text(col, cell) + (f" ({len(cell.citations)} cited)" if cell.citations else "")
+        item[CONFIGURATION] = row.config_text()
         out.append(item)
     return out
 
@@ -245,9 +262,15 @@ def write_xlsx(m: Matrix, path: Path) -> Path:
     wb = Workbook()
     ws = wb.active
     ws.title = "matrix"
-    ws.append([_xlsx_text(v) for v in ["Contract", *(c.label for c in m.columns)]])
+    ws.append([_xlsx_text(v) for v in ["Contract", *(c.label for c in m.columns), CONFIGURATION]])
     for row in m.rows:
-        ws.append([_xlsx_text(row.source), *(_xlsx_text(answer_text(c, m.cell(row, c))) for c in m.columns)])
+        ws.append(
+            [
+                _xlsx_text(row.source),
+                *(_xlsx_text(answer_text(c, m.cell(row, c))) for c in m.columns),
+                _xlsx_text(row.config_text()),
+            ]
+        )
     cites = wb.create_sheet("citations")
     cites.append(["Contract", "Clause", "Status", "Answer", "Page", "Sentence", "OCR", "Text"])
     for row in m.rows:
@@ -293,6 +316,8 @@ th{background:#f5f5f5;position:sticky;top:0}.found{background:#dff3e3}.not_found
 .not_asked{background:#f0f0f0;color:#777}.failed{background:#fff3cd}ul.cites{margin:.2rem 0 0;padding-left:1rem;font-size:.85rem}
 .page{font-family:ui-monospace,monospace;color:#555;white-space:nowrap}.ocr{color:#a15c00;font-weight:bold}
 details{margin:.3rem 0}
+
+.stale{display:inline-block;margin-left:.4rem;padding:0 .4rem;border-radius:.5rem;font-size:.75rem;background:#fff3cd}
 """.strip()
 
 _STATUS_WORDS = {"found": "found", "not_found": "not found", "not_asked": "not asked", "failed": "failed"}
@@ -354,7 +379,11 @@ def to_html(m: Matrix) -> str:
     out += [f'<th title="{_h(c.cuad_category or c.kind)}">{_h(c.label)}</th>' for c in m.columns]
     out.append("</tr></thead><tbody>")
     for row in m.rows:
-        out.append(f'<tr data-document="{row.document_id}"><th>{_h(row.source)}</th>')
+        stale = ' <span class="stale">stale result</span>' if row.config_state == "stale" else ""
+        out.append(
+            f'<tr data-document="{row.document_id}" data-config="{_h(row.config_id or "")}">'
+            f"<th>{_h(row.source)}{stale}</th>"
+        )
         out += [_html_cell(c, m.cell(row, c)) for c in m.columns]
         out.append("</tr>")
     out.append("</tbody></table>")

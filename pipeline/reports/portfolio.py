@@ -23,33 +23,49 @@ MatrixFormat = Literal["csv", "xlsx", "html", "json"]
 MATRIX_FORMATS: tuple[str, ...] = ("csv", "xlsx", "html", "json")
 
 
-def build_matrix(session: Session, *, batch: str | None, playbook: Playbook, prompt_version: str = "v1") -> Matrix:
+def build_matrix(
+    session: Session, *, batch: str | None, playbook: Playbook, prompt_version: str = "v1", selection=None
+) -> Matrix:
     """The matrix of ``batch`` (None: every document) for ``playbook``.
 
-    A document's cells come from its latest summary made with this playbook: a stored ``found`` or
+    A document's cells come from the result ``selection`` (reports.selection.Selection) picks: the
+    current configuration's, else the newest of this review (marked stale); without a selection,
+    the newest made with this playbook, which nothing calls current. A stored ``found`` or
     ``not_found`` row is that; a clause type with no row was ``not_asked``. A document with no such
     summary is ``failed`` in every cell when its review job failed, else ``not_asked`` (never
     reviewed with this playbook, or not yet; a file that needs OCR is never reviewed).
     """
+    from pipeline.reports.selection import Selection
+
     batch_id = resolve_batch(session, batch)
     key = playbook.review_key(prompt_version)
+    if selection is None:
+        selection = Selection(current=None, review_key=key)
     columns = [
         MatrixColumn(id=c.id, label=c.label, kind=c.kind, cuad_category=c.cuad_category) for c in playbook.clauses
     ]
     rows: list[MatrixRow] = []
     for doc in repo.documents(session, batch_id=batch_id, statuses=("ok", "needs_ocr")):
-        # This review (the playbook in its own review mode) first, else the latest with the playbook.
-        summary = repo.summary_for(session, doc.id, key) or repo.summary_for_playbook(
-            session, doc.id, playbook.name, playbook.version
-        )
+        summary, state = selection.pick(session, doc.id)
+        if summary is None and selection.config_id is None and selection.as_of is None:
+            # Made with this playbook in another review mode: still its answers, never current.
+            summary = repo.summary_for_playbook(session, doc.id, playbook.name, playbook.version)
+            state = "stale" if summary is not None else state
         if summary is None:
-            status = (
-                "failed" if doc.status == "ok" and repo.failed_job(session, doc.id, key) is not None else "not_asked"
-            )
+            failed = repo.failed_job(session, doc.id, selection.config_id or selection.current, review_key=key)
+            status = "failed" if doc.status == "ok" and failed is not None else "not_asked"
             cells = {c.id: MatrixCell(status=status) for c in playbook.clauses}
-        else:
-            cells = _cells(session, summary, playbook)
-        rows.append(MatrixRow(document_id=doc.id, source=doc.source, cells=cells))
+            rows.append(MatrixRow(document_id=doc.id, source=doc.source, cells=cells))
+            continue
+        rows.append(
+            MatrixRow(
+                document_id=doc.id,
+                source=doc.source,
+                cells=_cells(session, summary, playbook),
+                config_id=summary.config_id,
+                config_state="current" if state == "current" else "stale",
+            )
+        )
     return Matrix(batch=batch, playbook=playbook.name, playbook_version=playbook.version, columns=columns, rows=rows)
 
 

@@ -11,13 +11,38 @@ from pipeline.batch import resolve_batch
 from storage import repo
 
 
-def status_report(factory: sessionmaker[Session], *, batch: str | None = None) -> dict[str, Any]:
+def status_report(
+    factory: sessionmaker[Session], *, batch: str | None = None, current: str | None = None
+) -> dict[str, Any]:
+    """Totals, jobs by state, engine runs, and per batch its files and how many of its documents
+    have a result under the ``current`` configuration, how many only under others (stale), how
+    many none — with the configurations those results were made under."""
     with factory() as s:
         batch_id = resolve_batch(s, batch)
+        batches = repo.batches_overview(s, name=batch)
+        labels: dict[str, str] = {}
+        for b in batches:
+            ids = [d.id for d in repo.documents(s, batch_id=b["id"])]
+            states = repo.result_states(s, ids, current or "")
+            for cid in states["by_configuration"]:
+                if cid not in labels:
+                    conf = repo.configuration(s, cid)
+                    labels[cid] = conf.label if conf is not None else cid
+            b["results"] = {
+                "current": states["current"] if current else 0,
+                "stale": states["stale"] if current else states["current"] + states["stale"],
+                "missing": states["missing"],
+                "by_configuration": [
+                    {"id": cid, "label": labels[cid], "documents": n, "current": cid == current}
+                    for cid, n in sorted(states["by_configuration"].items(), key=lambda kv: -kv[1])
+                ],
+            }
+        conf = repo.configuration(s, current) if current else None
         return {
+            "configuration": {"current": current, "label": conf.label if conf is not None else None},
             "totals": repo.counts(s),
             "jobs": repo.job_counts(s, batch_id=batch_id),
-            "batches": repo.batches_overview(s, name=batch),
+            "batches": batches,
             "engine_runs": [engine_run_entry(r) for r in repo.engine_runs(s)],
         }
 
@@ -27,6 +52,8 @@ def engine_run_entry(run) -> dict[str, Any]:
         "id": run.id,
         "status": run.status,
         "model": run.model,
+        "tier": run.tier,
+        "config_id": run.config_id,
         "started_at": run.started_at.isoformat(),
         "prompts": run.prompts,
         "tokens_in": run.tokens_in,
@@ -54,13 +81,17 @@ def now_iso() -> str:
 
 
 def document_entry(
-    s: Session, doc, prompt_version: str, playbook=None, *, low_confidence: float = 80.0
+    s: Session, doc, prompt_version: str, playbook=None, *, low_confidence: float = 80.0, selection=None
 ) -> dict[str, Any]:
-    """One document of the export report, from storage. With ``playbook``, its summary is the
-    one made with that playbook (else the latest) and every clause type of the playbook is listed:
-    found, not_found (asked, absent) or not_asked (the summary's playbook never asked it). Pages OCR
-    read are counted, those whose OCR confidence is below ``low_confidence`` listed, and each
-    citation says whether it rests on OCR text."""
+    """One document of the export report, from storage. Its result is the one ``selection`` (a
+    reports.selection.Selection) picks: the current configuration's, else the newest of the same
+    review marked stale; without a selection, the playbook's review key's newest (else the latest),
+    which nothing calls current. Every clause type of the playbook is listed: found, not_found
+    (asked, absent) or not_asked (the summary's playbook never asked it). Pages OCR read are
+    counted, those whose OCR confidence is below ``low_confidence`` listed, and each citation says
+    whether it rests on OCR text."""
+    from pipeline.reports.selection import Selection
+
     ocr_pages = repo.ocr_pages_of(s, doc.id)
     entry: dict[str, Any] = {
         "document_id": doc.id,
@@ -76,20 +107,38 @@ def document_entry(
         "playbook": None,
         "playbook_version": None,
         "provenance": None,
+        "configuration": None,
         "ocr_pages": len(ocr_pages),
         "low_confidence_pages": sorted(n for n, c in ocr_pages.items() if c is not None and c < low_confidence),
     }
     key = playbook.review_key(prompt_version) if playbook is not None else prompt_version
+    if selection is None:
+        selection = Selection(current=None, review_key=key)
     if doc.status == "needs_ocr":
         entry["status"] = "needs_ocr"
         return entry
-    # With a playbook, only that playbook's summary counts: another playbook's would hide a failure.
-    summary = repo.summary_for(s, doc.id, key) or (repo.latest_summary(s, doc.id) if playbook is None else None)
+    # With a playbook, only that playbook's review counts: another playbook's would hide a failure.
+    summary, state = selection.pick(s, doc.id)
+    if summary is None and playbook is None and selection.config_id is None and selection.as_of is None:
+        summary = repo.latest_summary(s, doc.id)
+        state = "stale" if summary is not None and summary.config_id != selection.current else state
     if summary is None:
-        failed = repo.failed_job(s, doc.id, key)
+        failed = repo.failed_job(s, doc.id, selection.config_id or selection.current, review_key=key)
         if failed is not None:
             entry["status"], entry["error"] = "failed", failed.last_error
         return entry
+    if state == "stale" and selection.current and selection.config_id is None and selection.as_of is None:
+        failed = repo.failed_job(s, doc.id, selection.current)
+        if failed is not None:  # the current configuration's review failed: say so, beside the stale result
+            entry["status"], entry["error"] = "failed", failed.last_error
+    conf = repo.configuration(s, summary.config_id)
+    entry["configuration"] = {
+        "id": summary.config_id,
+        "label": conf.label if conf is not None else summary.config_id,
+        "tier": conf.tier if conf is not None else "primary",
+        "state": state,
+        "current": selection.current,
+    }
     cites: dict[int, list[dict[str, Any]]] = {}
     for c in repo.citations_of(s, summary.id):
         cites.setdefault(c.clause_id, []).append(
@@ -104,7 +153,7 @@ def document_entry(
             }
         )
     entry.update(
-        status="summarized",
+        status="summarized" if entry["status"] == "pending" else entry["status"],
         summary=summary.summary,
         parties=list(summary.parties),
         dates=list(summary.dates),
@@ -170,12 +219,18 @@ def build_report(
     batch: str | None = None,
     playbook=None,
     low_confidence: float = 80.0,
+    selection=None,
 ) -> dict[str, Any]:
-    """The export report: every document (of ``batch``), plus the batch's files that failed ingest."""
+    """The export report: every document (of ``batch``), plus the batch's files that failed ingest;
+    which result each document shows is ``selection``'s choice (see :func:`document_entry`)."""
     with factory() as s:
         batch_id = resolve_batch(s, batch)
         docs = repo.documents(s, batch_id=batch_id, statuses=("ok", "needs_ocr"))
-        entries = [document_entry(s, d, prompt_version, playbook, low_confidence=low_confidence) for d in docs]
+        entries = [
+            document_entry(s, d, prompt_version, playbook, low_confidence=low_confidence, selection=selection)
+            for d in docs
+        ]
+        shown = selection.describe(s) if selection is not None else None
         if batch_id is not None:
             for rec in repo.batch_records(s, batch_id):
                 if rec.status == "failed":
@@ -194,14 +249,49 @@ def build_report(
                             "playbook": None,
                             "playbook_version": None,
                             "provenance": None,
+                            "configuration": None,
                             "ocr_pages": 0,
                             "low_confidence_pages": [],
                         }
                     )
-    return {"generated_at": now_iso(), "batch": batch, "documents": entries}
+    states = [e["configuration"]["state"] for e in entries if e.get("configuration")]
+    return {
+        "generated_at": now_iso(),
+        "batch": batch,
+        "configuration": shown,
+        "results": {"current": states.count("current"), "stale": states.count("stale")},
+        "documents": entries,
+    }
 
 
 def _name(path: str) -> str:
     from pathlib import Path
 
     return Path(path).name or path
+
+
+def report_for(
+    factory: sessionmaker[Session],
+    settings: Any,
+    *,
+    batch: str | None = None,
+    playbook=None,
+    config_id: str | None = None,
+    as_of: str | datetime | None = None,
+) -> dict[str, Any]:
+    """The export report of ``batch`` as ``settings`` ask for it: their playbook (or ``playbook``),
+    the current configuration's results unless ``config_id``/``as_of`` pick others."""
+    from pipeline.reports.selection import selection_for
+    from pipeline.review.playbooks import playbook_for
+
+    book = playbook_for(settings, playbook)
+    with factory() as s:
+        selection = selection_for(s, settings, book, config_id=config_id, as_of=as_of)
+    return build_report(
+        factory,
+        prompt_version=settings.prompt_version,
+        batch=batch,
+        playbook=book,
+        low_confidence=settings.ocr_low_confidence,
+        selection=selection,
+    )

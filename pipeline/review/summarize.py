@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,7 @@ from pipeline.batch import Chunker, ProgressEvent, queue_document, resolve_batch
 from pipeline.errors import EngineError, OutputError, PromptError
 from pipeline.ingest.chunking import render_sentences
 from pipeline.review.candidates import BM25, candidate_schema, propose, render_item
+from pipeline.review.configuration import FIRST_TEMPERATURE, RETRY_TEMPERATURE, ResultConfig
 from pipeline.review.playbooks import Playbook, playbook_for
 from pipeline.review.prompts import PromptTemplate, Renderer, load_template
 from pipeline.review.schema import ContractSummary, OutputLimits, json_schema, parse_output, printable
@@ -45,6 +47,10 @@ class SummarizeReport:
     engine_seconds: float = 0.0
     nothing_to_do: bool = False
     playbook: str = ""  # name@version
+    config_id: str = ""
+    reused: int = 0  # prompts answered from stored completions instead of the engine
+    stale_queued: int = 0  # of ``documents``: those that had a result under another configuration
+    deferred: int = 0  # documents left for a later run by max_documents
 
     @property
     def tokens_per_second(self) -> float:
@@ -65,6 +71,10 @@ class SummarizeReport:
             "output_tokens_per_second": round(self.tokens_per_second, 2),
             "nothing_to_do": self.nothing_to_do,
             "playbook": self.playbook,
+            "config_id": self.config_id,
+            "reused_prompts": self.reused,
+            "stale_queued": self.stale_queued,
+            "deferred": self.deferred,
         }
 
 
@@ -91,6 +101,16 @@ class _Prepared:
     seed: int
     # Candidate review: the job's prompts, one per clause type with candidates (token_ids unused).
     parts: list[_Part] | None = None
+    engine_run_id: int | None = None  # the engine run that answered it (set after the wave)
+
+
+@dataclass
+class _Answer:
+    """A prompt's answer taken from stored completions (see configuration.request_key)."""
+
+    text: str
+    finish_reason: str | None
+    engine_run_id: int | None
 
 
 def fault_point(settings: Settings, name: str) -> None:
@@ -135,11 +155,17 @@ class Summarizer:
         self.factory, self.settings, self.chunker = factory, settings, chunker
         self.owner = owner or default_owner()
         self.on_progress = on_progress
+        self.on_wave: Callable[[SummarizeReport], None] | None = None
         self.playbook = playbook_for(settings, playbook)
-        # Jobs and summaries live under the playbook's key (the prompt version for the default).
+        # Jobs and summaries are keyed by the configuration; the review key (the prompt version for
+        # the default playbook) is kept beside it.
         self.pv = self.playbook.review_key(settings.prompt_version)
         if chunker.review_key and chunker.review_key != self.pv:
             raise PromptError(f"the chunker was planned for {chunker.review_key}, not {self.pv}")
+        if chunker.config is None:
+            raise PromptError("the chunker carries no configuration")
+        self.config = chunker.config
+        self.cid = chunker.config.id
         self.map_tpl = load_template(settings.prompts_dir, "summarize", settings.prompt_version, playbook=self.playbook)
         self.reduce_tpl = load_template(settings.prompts_dir, "reduce", settings.prompt_version)
         self.candidates = self.playbook.review_mode == "candidates"
@@ -157,8 +183,19 @@ class Summarizer:
         self.context = chunker.context
 
     # -- queueing ---------------------------------------------------------------------------
-    def queue(self, *, batch: str | None = None, document_ids: Sequence[int] | None = None) -> list[int]:
-        """Make chunks and map jobs for every unsummarized document in scope; return their ids."""
+    def queue(
+        self,
+        *,
+        batch: str | None = None,
+        document_ids: Sequence[int] | None = None,
+        max_documents: int | None = None,
+        stale_first: bool = False,
+        report: SummarizeReport | None = None,
+    ) -> list[int]:
+        """Make chunks and map jobs for every document in scope without a result under the current
+        configuration; return their ids. ``max_documents`` caps how many: documents already in
+        progress under it first, then new ones (no result of this review at all), then stale ones
+        (a result under another configuration) — or stale before new with ``stale_first``."""
 
         def work(s: Session) -> list[int]:
             reclaim_dead_leases(s)
@@ -166,12 +203,24 @@ class Summarizer:
             docs = repo.documents(s, batch_id=batch_id)
             if document_ids is not None:
                 docs = [d for d in docs if d.id in set(document_ids)]
-            pending = []
-            for d in docs:
-                if repo.summary_for(s, d.id, self.pv) is None:
-                    queue_document(s, d, self.chunker, prompt_version=self.pv, batch_id=batch_id)
-                    pending.append(d.id)
-            return pending
+            todo = [d for d in docs if repo.summary_for(s, d.id, self.cid) is None]
+            stale = {d.id for d in todo if repo.select_summary(s, d.id, self.cid, review_key=self.pv)[0] is not None}
+            started = {d.id for d in todo if repo.jobs_for_document(s, d.id, self.cid, self.chunker.plan)}
+
+            def rank(d) -> tuple[int, int]:
+                group = 0 if d.id in started else (1 if (d.id in stale) == stale_first else 2)
+                return group, d.id
+
+            todo.sort(key=rank)
+            if max_documents is not None:
+                if report is not None:
+                    report.deferred = max(len(todo) - max_documents, 0)
+                todo = todo[:max_documents]
+            for d in todo:
+                queue_document(s, d, self.chunker, batch_id=batch_id)
+            if report is not None:
+                report.stale_queued = sum(1 for d in todo if d.id in stale)
+            return [d.id for d in todo]
 
         return self._tx(work)
 
@@ -181,12 +230,15 @@ class Summarizer:
 
         def work(s: Session) -> int:
             self._plan_reductions(s, doc_ids)
-            return repo.ready_count(s, document_ids=doc_ids, plan=self.chunker.plan, prompt_version=self.pv)
+            return repo.ready_count(s, document_ids=doc_ids, plan=self.chunker.plan, config_id=self.cid)
 
         return self._tx(work) > 0
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, engine, doc_ids: Sequence[int], report: SummarizeReport) -> None:
+        """Work the queue of ``doc_ids`` to the end. ``engine``: an engine, or a function that
+        returns one — called only when a wave has a prompt no stored completion answers."""
+
         def take(s: Session) -> tuple[list[_Prepared], list[tuple[int, str]]]:
             self._plan_reductions(s, doc_ids)
             jobs = repo.lease(
@@ -195,7 +247,7 @@ class Summarizer:
                 lease_seconds=self.settings.lease_seconds,
                 document_ids=doc_ids,
                 plan=self.chunker.plan,
-                prompt_version=self.pv,
+                config_id=self.cid,
                 count_attempt=True,
                 limit=self.settings.max_wave_prompts,
             )
@@ -211,6 +263,8 @@ class Summarizer:
                     continue
                 return
             self._wave(engine, prepared, report)
+            if self.on_wave is not None:  # e.g. the deadline check of pipeline/engine/routing.py
+                self.on_wave(report)
 
     def _wave(self, engine, prepared: list[_Prepared], report: SummarizeReport) -> None:
         from pipeline.engine.engine import Request
@@ -240,23 +294,18 @@ class Summarizer:
         completions: list = []
         if requests:  # a candidate-review job whose chunk holds no candidate needs no prompt
             try:
-                completions, stats = engine.generate(
-                    requests,
-                    on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t)),
-                )
-            except EngineError:
+                completions = self._answers(engine, requests, report)
+            except BaseException:  # a dead engine, one refused as not matching, Ctrl-C: the jobs go back
                 self._tx(
                     lambda s: repo.release(
                         s, [p.job_id for p in prepared], owner=self.owner, error="engine failed; re-queued"
                     )
                 )
                 raise
-            report.prompts += stats.prompts
-            report.tokens_in += stats.tokens_in
-            report.tokens_out += stats.tokens_out
-            report.engine_seconds += stats.seconds
         for p, (start, end) in zip(prepared, spans, strict=True):
             mine = completions[start:end]
+            runs = {getattr(c, "engine_run_id", report.engine_run_id) for c in mine}
+            p.engine_run_id = runs.pop() if len(runs) == 1 else report.engine_run_id
             try:
                 if p.parts is not None:
                     c = _Joined("\n".join(x.text for x in mine))
@@ -281,6 +330,55 @@ class Summarizer:
                 report.summarized.append(done)
                 self._emit(ProgressEvent("document_done", document_id=done))
         self._emit(ProgressEvent("wave_end", wave=report.waves, tokens_out=report.tokens_out))
+
+    def _answers(self, engine, requests: list, report: SummarizeReport) -> list:
+        """The wave's answers in order: from stored completions where the exact prompt was answered
+        before by this model with this sampling, from the engine for the rest (stored for next time)."""
+        from pipeline.review.configuration import request_key
+
+        reuse = self.settings.reuse_completions
+        keys = [request_key(self.config.engine_identity, r) for r in requests]
+        stored = (
+            self._tx(
+                lambda s: {
+                    k: _Answer(c.text, c.finish_reason, c.engine_run_id)
+                    for k, c in repo.stored_completions(s, keys).items()
+                }
+            )
+            if reuse
+            else {}
+        )
+        out: list = [stored.get(k) for k in keys]
+        missing = [i for i, a in enumerate(out) if a is None]
+        report.reused += len(requests) - len(missing)
+        if not missing:
+            return out
+        live = engine() if callable(engine) and not hasattr(engine, "generate") else engine
+        completions, stats = live.generate(
+            [requests[i] for i in missing],
+            on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t)),
+        )
+        report.prompts += stats.prompts
+        report.tokens_in += stats.tokens_in
+        report.tokens_out += stats.tokens_out
+        report.engine_seconds += stats.seconds
+        rows: dict[str, dict[str, Any]] = {}
+        for i, c in zip(missing, completions, strict=True):
+            out[i] = c
+            rows.setdefault(
+                keys[i],
+                {
+                    "key": keys[i],
+                    "text": c.text,
+                    "finish_reason": c.finish_reason,
+                    "prompt_tokens": c.prompt_tokens,
+                    "output_tokens": len(c.token_ids),
+                    "engine_run_id": report.engine_run_id,
+                },
+            )
+        if reuse:
+            self._tx(lambda s: repo.store_completions(s, list(rows.values())))
+        return out
 
     def _candidate_result(self, p: _Prepared, completions: list) -> ContractSummary:
         """One chunk's candidate-review answers as one result: a clause type is found when the model
@@ -316,7 +414,7 @@ class Summarizer:
             owner=self.owner,
             result=result.model_dump(),
             raw_output=printable(text),
-            engine_run_id=report.engine_run_id,
+            engine_run_id=p.engine_run_id,
         )
         if job is None:
             return None  # our lease expired and someone else took the job: their result wins
@@ -389,7 +487,7 @@ class Summarizer:
                     allowed=set(),
                     schema={},
                     max_tokens=0,
-                    temperature=0.0 if attempt == 1 else 0.3,
+                    temperature=FIRST_TEMPERATURE if attempt == 1 else RETRY_TEMPERATURE,
                     seed=self.settings.seed + attempt,
                     parts=prepared_parts,
                 )
@@ -410,7 +508,7 @@ class Summarizer:
                     schema=json_schema(allowed, self.limits, self.playbook),
                     max_tokens=min(int(self.settings.max_output_tokens * growth), room),
                     # First try greedy; retries sample a little so they can leave a bad path.
-                    temperature=0.0 if attempt == 1 else 0.3,
+                    temperature=FIRST_TEMPERATURE if attempt == 1 else RETRY_TEMPERATURE,
                     seed=self.settings.seed + attempt,
                 )
             )
@@ -453,7 +551,7 @@ class Summarizer:
 
     def _reduce_inputs(self, s: Session, job: Job) -> list[ContractSummary]:
         below = {
-            j.ordinal: j for j in repo.jobs_at_level(s, job.document_id, self.pv, self.chunker.plan, job.level - 1)
+            j.ordinal: j for j in repo.jobs_at_level(s, job.document_id, self.cid, self.chunker.plan, job.level - 1)
         }
         return [ContractSummary.model_validate(below[o].result) for o in (job.inputs or [])]
 
@@ -479,7 +577,7 @@ class Summarizer:
         if self.candidates:
             return
         for doc_id in doc_ids:
-            jobs = repo.jobs_for_document(s, doc_id, self.pv, self.chunker.plan)
+            jobs = repo.jobs_for_document(s, doc_id, self.cid, self.chunker.plan)
             if not jobs or any(j.state != "done" for j in jobs):
                 continue
             top = max(j.level for j in jobs)
@@ -501,6 +599,7 @@ class Summarizer:
                         "ordinal": n,
                         "inputs": group,
                         "prompt_version": self.pv,
+                        "config_id": self.cid,
                     }
                     for n, group in enumerate(groups)
                 ],
@@ -532,9 +631,10 @@ class Summarizer:
     def _maybe_finish_document(
         self, s: Session, job: Job, result: ContractSummary, report: SummarizeReport
     ) -> int | None:
-        jobs = repo.jobs_for_document(s, job.document_id, self.pv, self.chunker.plan)
+        jobs = repo.jobs_for_document(s, job.document_id, self.cid, self.chunker.plan)
+        p_run = job.engine_run_id  # the run that answered the last job (its answer may have been stored earlier)
         if self.candidates:  # every chunk answered: the findings are the union of the chunks'
-            if any(j.state != "done" for j in jobs) or repo.summary_for(s, job.document_id, self.pv) is not None:
+            if any(j.state != "done" for j in jobs) or repo.summary_for(s, job.document_id, self.cid) is not None:
                 return None
             parts = [ContractSummary.model_validate(j.result) for j in sorted(jobs, key=lambda j: j.ordinal)]
             clauses = [c for part in parts for c in part.clauses]
@@ -547,9 +647,9 @@ class Summarizer:
             store_summary(
                 s,
                 job.document_id,
-                self.pv,
+                self.config,
                 result,
-                engine_run_id=report.engine_run_id,
+                engine_run_id=p_run,
                 chunks=len(jobs),
                 playbook=self.playbook,
             )
@@ -559,14 +659,14 @@ class Summarizer:
         else:
             below = sum(1 for j in jobs if j.level == job.level - 1)
             final = len(job.inputs or []) == below
-        if not final or repo.summary_for(s, job.document_id, self.pv) is not None:
+        if not final or repo.summary_for(s, job.document_id, self.cid) is not None:
             return None
         store_summary(
             s,
             job.document_id,
-            self.pv,
+            self.config,
             result,
-            engine_run_id=report.engine_run_id,
+            engine_run_id=p_run,
             chunks=sum(1 for j in jobs if j.level == 0),
             playbook=self.playbook,
         )
@@ -610,15 +710,18 @@ def _part_text(i: int, part: ContractSummary) -> str:
 def store_summary(
     s: Session,
     document_id: int,
-    prompt_version: str,
+    config: ResultConfig,
     result: ContractSummary,
     *,
     engine_run_id: int | None,
     chunks: int,
     playbook: Playbook | None = None,
 ) -> None:
-    """Write the summary with its clauses and citations resolved to stored sentences: every type
-    the playbook asked is stored, found (finding, answer, citations) or not_found."""
+    """Write the summary under ``config`` with its clauses and citations resolved to stored
+    sentences: every type the playbook asked is stored, found (finding, answer, citations) or not_found."""
+    from pipeline.batch import record_configuration
+
+    record_configuration(s, config)
     sentences = repo.sentences_by_ordinal(s, document_id, result.cited_ordinals())
     missing = result.cited_ordinals() - set(sentences)
     if missing:  # the schema makes this impossible; refuse rather than store a dangling citation
@@ -632,7 +735,8 @@ def store_summary(
     repo.add_summary(
         s,
         document_id=document_id,
-        prompt_version=prompt_version,
+        prompt_version=config.review_key,
+        config_id=config.id,
         engine_run_id=engine_run_id,
         output=result.model_dump(),
         chunks=chunks,
@@ -655,45 +759,65 @@ def summarize(
     on_progress: Callable[[ProgressEvent], None] | None = None,
     engine_factory: Callable[[], Any] | None = None,
     playbook: Playbook | str | None = None,
+    max_documents: int | None = None,
+    stale_first: bool = False,
+    tier: str = "primary",
+    on_wave: Callable[[SummarizeReport], None] | None = None,
 ) -> SummarizeReport:
-    """Summarize every unsummarized document (of ``batch``) with ``playbook`` (default:
-    ``settings.playbook``). Starts an engine only if there is work, and only one; ``engine`` lets
-    a caller (tests, benchmarks, flows) share one."""
+    """Give every document (of ``batch``) a result under the current configuration (settings,
+    ``playbook`` — default ``settings.playbook`` —, ``tier``) where it has none. Starts an engine
+    only when a prompt is not answered by a stored completion, and only one; ``engine`` lets a
+    caller (tests, benchmarks, flows) share one. ``max_documents``/``stale_first``: see
+    :meth:`Summarizer.queue`. ``on_wave`` is called with the report after each engine wave."""
     t0 = time.perf_counter()
     model_dir = settings.resolved_model()
     book = playbook_for(settings, playbook)
-    chunker = Chunker.for_model(settings, model_dir, book)
+    chunker = Chunker.for_model(settings, model_dir, book, tier=tier)
     runner = Summarizer(factory, settings, chunker=chunker, owner=owner, on_progress=on_progress, playbook=book)
-    report = SummarizeReport(playbook=f"{book.name}@{book.version}")
-    report.documents = runner.queue(batch=batch, document_ids=document_ids)
+    runner.on_wave = on_wave
+    report = SummarizeReport(playbook=f"{book.name}@{book.version}", config_id=runner.cid)
+    report.documents = runner.queue(
+        batch=batch, document_ids=document_ids, max_documents=max_documents, stale_first=stale_first, report=report
+    )
     if not runner.has_ready_work(report.documents):
         report.nothing_to_do = True
-        _collect_failures(factory, runner.pv, chunker, report)
+        _collect_failures(factory, runner.cid, chunker, report)
         report.seconds = time.perf_counter() - t0
         return report
-    own = engine is None
-    if own:
-        from pipeline.engine.engine import Engine
+    live: dict[str, Any] = {"engine": engine, "own": False}
 
-        engine = engine_factory() if engine_factory else Engine.from_settings(settings, model_dir)
-    report.engine_run_id = runner._tx(
-        lambda s: (
-            repo.start_engine_run(
-                s,
-                model=str(model_dir),
-                dtype=engine.config.dtype,
-                quantization=engine.config.quantization,
-                tensor_parallel_size=engine.config.tensor_parallel_size,
-                vllm_version=engine.vllm_version,
-                prompt_version=settings.prompt_version,
-                device=engine.device,
-                config=engine.snapshot(),
-            ).id
-        )
-    )
+    def start() -> Any:
+        """The engine, started (and its run recorded) on the first prompt that needs it."""
+        if live["engine"] is None:
+            from pipeline.engine.engine import Engine
+
+            live["engine"] = engine_factory() if engine_factory else Engine.from_settings(settings, model_dir)
+            live["own"] = True
+        eng = live["engine"]
+        if report.engine_run_id is None:
+            check_engine(eng, runner.config, model_dir)
+            report.engine_run_id = runner._tx(
+                lambda s: (
+                    repo.start_engine_run(
+                        s,
+                        model=str(model_dir),
+                        dtype=eng.config.dtype,
+                        quantization=eng.config.quantization,
+                        tensor_parallel_size=eng.config.tensor_parallel_size,
+                        vllm_version=eng.vllm_version,
+                        prompt_version=settings.prompt_version,
+                        device=eng.device,
+                        config=eng.snapshot(),
+                        config_id=runner.cid,
+                        tier=tier,
+                    ).id
+                )
+            )
+        return eng
+
     status, error = "finished", None
     try:
-        runner.run(engine, report.documents, report)
+        runner.run(start, report.documents, report)
     except EngineError as exc:
         status, error = "failed", str(exc)
         raise
@@ -702,30 +826,54 @@ def summarize(
         raise
     finally:
         try:
-            runner._tx(
-                lambda s: repo.finish_engine_run(
-                    s,
-                    report.engine_run_id,
-                    status=status,
-                    error=error,
-                    prompts=report.prompts,
-                    tokens_in=report.tokens_in,
-                    tokens_out=report.tokens_out,
-                    wall_seconds=report.engine_seconds,
+            if report.engine_run_id is not None:
+                runner._tx(
+                    lambda s: repo.finish_engine_run(
+                        s,
+                        report.engine_run_id,
+                        status=status,
+                        error=error,
+                        prompts=report.prompts,
+                        tokens_in=report.tokens_in,
+                        tokens_out=report.tokens_out,
+                        wall_seconds=report.engine_seconds,
+                    )
                 )
-            )
         finally:
-            if own:
-                engine.shutdown()
-    _collect_failures(factory, runner.pv, chunker, report)
+            if live["own"]:
+                live["engine"].shutdown()
+    _collect_failures(factory, runner.cid, chunker, report)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _collect_failures(factory, review_key: str, chunker: Chunker, report: SummarizeReport) -> None:
+def check_engine(engine: Any, config: ResultConfig, model_dir: Path) -> None:
+    """Refuse an engine that would make results the configuration does not describe (a shared
+    engine on another checkpoint, dtype or quantization)."""
+    from pipeline.errors import ConfigError
+    from pipeline.review.configuration import model_fingerprint
+
+    ran = engine.config
+    problems = [
+        f"{name} {got!r} (configuration: {want!r})"
+        for name, got, want in (
+            ("dtype", ran.dtype, config.dtype),
+            ("quantization", ran.quantization, config.quantization),
+            ("kv_cache_dtype", ran.kv_cache_dtype, config.kv_cache_dtype),
+        )
+        if got != want
+    ]
+    if Path(str(engine.model)).resolve() != Path(model_dir).resolve():
+        if model_fingerprint(Path(str(engine.model))) != config.model_fingerprint:
+            problems.append(f"model {engine.model} (configuration: {model_dir})")
+    if problems:
+        raise ConfigError("the engine does not match the configuration: " + "; ".join(problems))
+
+
+def _collect_failures(factory, config_id: str, chunker: Chunker, report: SummarizeReport) -> None:
     with factory() as s:
         for doc_id in report.documents:
-            for j in repo.jobs_for_document(s, doc_id, review_key, chunker.plan):
+            for j in repo.jobs_for_document(s, doc_id, config_id, chunker.plan):
                 if j.state == "failed":
                     report.failed[doc_id] = j.last_error or "failed"
                     break
