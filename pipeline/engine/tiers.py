@@ -240,3 +240,25 @@ def next_deadline(text: str, timezone: str, now: datetime | None = None) -> date
         # Re-resolve the wall time on the next day (a DST change in between keeps HH:MM).
         candidate = (candidate + timedelta(days=1)).replace(hour=hh, minute=mm, tzinfo=tz)
     return candidate
+
+
+# -- sizing ---------------------------------------------------------------------------------
+
+
+def plan_inputs(settings: Settings, t: Tier, *, model: str | Path | None = None) -> dict[str, Any]:
+    """``planner.plan``'s arguments for the engine tier ``t`` runs: its model (or ``model``), its
+    context as the engine clamps it, its admission cap as the concurrency, its TP and dtypes."""
+    tiered = t.settings(settings)
+    if model is None:
+        cfg = t.engine_config(settings)
+        model, context = cfg.model, cfg.max_model_len
+    else:
+        context = tiered.max_model_len
+    return {
+        "model": str(model),
+        "context": context,
+        "concurrency": tiered.max_num_seqs,
+        "tp": tiered.tensor_parallel_size,
+        "dtype": "fp8" if tiered.quantization == "fp8" else "bf16",
+        "kv_dtype": "fp8" if tiered.kv_cache_dtype.startswith("fp8") else "bf16",
+    }
