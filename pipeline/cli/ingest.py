@@ -114,11 +114,13 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """What the database holds: documents, chunks, jobs by state, summaries."""
+    from pipeline.cli.bench import latest_measurements, measurements_table
     from pipeline.reports.report import status_report
 
     settings = settings_from(ctx)
     factory = open_db(settings)
     data = status_report(factory, batch=batch)
+    data["tier_benchmarks"] = latest_measurements(factory)
     if as_json:
         print_json(data)
         return
@@ -147,3 +149,5 @@ def status(
                 str(b["summarized"]),
             )
         console.print(bt)
+    if data["tier_benchmarks"]:
+        console.print(measurements_table(data["tier_benchmarks"]))

@@ -16,7 +16,20 @@ from pipeline.output import json_requested, quiet_libraries, reserve_stdout
 
 # The command modules, each with ``register(app)``. A module listed here that cannot be imported
 # stops the CLI with an ImportError naming it: a renamed module must not silently drop commands.
-COMMAND_MODULES = ["ingest", "config", "db", "demo", "summarize", "export", "matrix", "eval", "plan", "golden", "flows"]
+COMMAND_MODULES = [
+    "ingest",
+    "config",
+    "db",
+    "demo",
+    "summarize",
+    "export",
+    "matrix",
+    "eval",
+    "plan",
+    "golden",
+    "flows",
+    "bench",
+]
 
 
 def _root(
