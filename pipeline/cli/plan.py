@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -123,7 +124,7 @@ def register(app: typer.Typer) -> None:
         dtypes come from the tier's settings; flags given as well win.
         Exits 0 when some TP fits (every tier, with --all-tiers), 1 when none does, 2 on bad input.
         """
-        explicit = {
+        explicit: dict[str, Any] = {
             "model": model,
             "context": context,
             "concurrency": concurrency,
@@ -131,16 +132,21 @@ def register(app: typer.Typer) -> None:
             "dtype": dtype.value if dtype else None,
             "kv_dtype": kv_dtype.value if kv_dtype else None,
         }
-        common = dict(headroom=headroom, gpus_per_node=gpus_per_node, overhead_gib=overhead_gib, gpu_mem_gib=gpu_mem)
+        common: dict[str, Any] = dict(
+            headroom=headroom, gpus_per_node=gpus_per_node, overhead_gib=overhead_gib, gpu_mem_gib=gpu_mem
+        )
         if tier_name is None and not all_tiers:
             if model is None:
                 raise ConfigError("plan needs --model (or --tier NAME / --all-tiers to size configured tiers)")
             if gpus is None:
                 raise ConfigError("plan needs --gpus (or --tier NAME / --all-tiers: the tier's TP size)")
             defaults = {"context": 32768, "concurrency": 24, "dtype": "bf16", "kv_dtype": "bf16"}
-            inputs = {**defaults, **{k: v for k, v in explicit.items() if v is not None}}
+            inputs: dict[str, Any] = {**defaults, **{k: v for k, v in explicit.items() if v is not None}}
             result = planner.plan(planner.load_shape(inputs.pop("model")), gpus=gpus, **inputs, **common)
-            print_json(result.model_dump()) if as_json else _render(result)
+            if as_json:
+                print_json(result.model_dump())
+            else:
+                _render(result)
             if result.recommended_tp is None:
                 raise typer.Exit(1)
             return
@@ -148,9 +154,12 @@ def register(app: typer.Typer) -> None:
         chosen = tiers_of(settings) if all_tiers else [tier(settings, tier_name or "")]
         plans: list[tuple[str, planner.Plan]] = []
         for t in chosen:
-            inputs = {**plan_inputs(settings, t, model=model), **{k: v for k, v in explicit.items() if v is not None}}
-            shape = planner.load_shape(inputs.pop("model"))
-            plans.append((t.name, planner.plan(shape, gpus=gpus or int(inputs["tp"]), **inputs, **common)))
+            tier_inputs: dict[str, Any] = {
+                **plan_inputs(settings, t, model=model),
+                **{k: v for k, v in explicit.items() if v is not None},
+            }
+            shape = planner.load_shape(tier_inputs.pop("model"))
+            plans.append((t.name, planner.plan(shape, gpus=gpus or int(tier_inputs["tp"]), **tier_inputs, **common)))
         if as_json:
             docs = [{"tier": name, **p.model_dump()} for name, p in plans]
             print_json(docs[0] if tier_name is not None and not all_tiers else {"tiers": docs})

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -51,7 +51,7 @@ DEADLINE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 def _override(name: str) -> tuple[Any, FieldInfo]:
     """An EngineSettings field as an optional override: same limits and help, default unset."""
     field = EngineSettings.model_fields[name]
-    return field.annotation | None, FieldInfo.merge_field_infos(field, default=None)
+    return Optional[field.annotation], FieldInfo.merge_field_infos(field, default=None)  # noqa: UP045 (a runtime type)
 
 
 _EngineOverrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
@@ -61,7 +61,7 @@ _EngineOverrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
 )
 
 
-class Tier(_EngineOverrides):  # type: ignore[misc,valid-type]
+class Tier(_EngineOverrides):
     """One engine tier: a name, the engine settings it changes, and where its work runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
