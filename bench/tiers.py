@@ -106,51 +106,56 @@ def measure_tier(settings, t, root: Path, *, folder: Path, limit: int | None, mo
     }
 
 
+def _row(m: dict[str, Any], primary: dict[str, Any], name: str, key: str, unit: str, note: str) -> Row:
+    """One figure of tier ``m``, with the primary's beside it (ratio = this tier / the primary)."""
+    if m is primary:
+        return Row(f"{m['tier']}: {name}", float(m[key]), None, unit, None, note=note)
+    base = float(primary[key])
+    return Row(
+        f"{m['tier']}: {name} (baseline: {primary['tier']})",
+        float(m[key]),
+        base,
+        unit,
+        m[key] / base if base else None,
+        note=note,
+    )
+
+
 def run(settings, *, folder: Path = CUAD_DIR, limit: int | None = None, mode: str | None = "gated"):
     from pipeline.engine.tiers import tiers_of
 
     root = Path(tempfile.mkdtemp(prefix="cs-bench-tiers-"))
     per_tier = [measure_tier(settings, t, root, folder=folder, limit=limit, mode=mode) for t in tiers_of(settings)]
     primary = per_tier[0]
+    for m in per_tier:
+        m["f1_per_gpu_second"] = m["micro_f1"] / m["gpu_seconds_per_contract"] if m["gpu_seconds_per_contract"] else 0.0
     rows: list[Row] = []
     for m in per_tier:
-        f1_per_gpu_s = m["micro_f1"] / m["gpu_seconds_per_contract"] if m["gpu_seconds_per_contract"] else None
-        m["f1_per_gpu_second"] = f1_per_gpu_s
-        vs = "" if m is primary else f" (baseline: {primary['tier']})"
-        ref = None if m is primary else primary
+
+        def row(name: str, key: str, unit: str, note: str = "", m: dict[str, Any] = m) -> Row:
+            return _row(m, primary, name, key, unit, note)
+
         rows += [
-            Row(
-                f"{m['tier']}: engine-s per contract{vs}",
-                m["engine_seconds_per_contract"],
-                ref and ref["engine_seconds_per_contract"],
+            row(
+                "engine-s per contract",
+                "engine_seconds_per_contract",
                 "s",
-                ref and m["engine_seconds_per_contract"] / ref["engine_seconds_per_contract"],
-                note=f"{m['model']}, TP {m['tp']}, {m['device']}; {m['contracts']} contracts, {m['waves']} waves, "
+                f"{m['model']}, TP {m['tp']}, {m['device']}; {m['contracts']} contracts, {m['waves']} waves, "
                 f"GPU-s per contract {m['gpu_seconds_per_contract']:.3g}; start-up {m['engine_startup_seconds']:.0f} s "
                 "not counted",
             ),
-            Row(
-                f"{m['tier']}: output tokens/s{vs}",
-                m["output_tokens_per_s"],
-                ref and ref["output_tokens_per_s"],
-                "tokens/s",
-                ref and m["output_tokens_per_s"] / ref["output_tokens_per_s"],
-            ),
-            Row(
-                f"{m['tier']}: CUAD presence micro-F1{vs}",
-                m["micro_f1"],
-                ref and ref["micro_f1"],
+            row("output tokens/s", "output_tokens_per_s", "tokens/s"),
+            row(
+                "CUAD presence micro-F1",
+                "micro_f1",
                 "F1",
-                ref and (m["micro_f1"] / ref["micro_f1"] if ref["micro_f1"] else None),
-                note=f"mode {m['mode']}; keyword baseline on the same contracts {m['baseline_micro_f1']:.3f}",
+                f"mode {m['mode']}; keyword baseline on the same contracts {m['baseline_micro_f1']:.3f}",
             ),
-            Row(
-                f"{m['tier']}: F1 per GPU-second per contract{vs}",
-                f1_per_gpu_s or 0.0,
-                ref and ref["f1_per_gpu_second"],
+            row(
+                "F1 per GPU-second per contract",
+                "f1_per_gpu_second",
                 "F1/s",
-                ref and f1_per_gpu_s and ref["f1_per_gpu_second"] and f1_per_gpu_s / ref["f1_per_gpu_second"],
-                note="cost per quality: higher is better; ratio = this tier / the primary",
+                "cost per quality: higher is better; ratio = this tier / the primary",
             ),
         ]
     return rows, {"machine": machine(), "folder": str(folder), "limit": limit, "tiers": per_tier}
