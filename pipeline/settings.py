@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.engine.config import EngineConfig, EngineSettings, engine_config_from
+from pipeline.engine.tiers import Tier, check_deadline, parse_tiers, zone
 from pipeline.errors import ConfigError, read_toml
 
 ENV_PREFIX = "CONTRACTSUM_"
@@ -144,11 +145,50 @@ class Settings(EngineSettings, _Where):
     inbox: Path | None = Field(default=None, description="Folder the nightly flow picks new files up from.")
     timezone: str = Field(default="UTC", description="Timezone of the nightly schedule.")
     nightly_cron: str = Field(default="0 2 * * *", description="Cron of the nightly schedule.")
+    # -- engine tiers (issue 14; pipeline/engine/tiers.py) --
+    tiers: list[Tier] = Field(
+        default_factory=list,
+        description="Engine tiers in fallback order ([tiers.NAME] tables: model, engine settings, work_pool, "
+        "deployment); exactly one is 'primary'. None: one primary of the top-level settings.",
+    )
+    fallback_after_engine_deaths: int = Field(
+        default=2, ge=1, description="The primary engine dying this often in one run sends the rest to the next tier."
+    )
+    nightly_deadline: str | None = Field(
+        default=None,
+        description="HH:MM (in `timezone`) the nightly batch must be done by; work the primary cannot finish by "
+        "then goes to the fallback tier.",
+    )
+    bench_prompt_tokens: int = Field(
+        default=256, ge=8, description="`contractsum bench`: tokens of each measured prompt."
+    )
+    bench_output_tokens: int = Field(
+        default=32, ge=2, description="`contractsum bench`: tokens each measured sequence decodes."
+    )
 
     @field_validator("home", "model", "prompts_dir", "inbox", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser() if v is not None else None
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _tiers(cls, v: Any) -> list[Tier]:
+        return parse_tiers(v)
+
+    @field_validator("nightly_deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        return None if v is None else check_deadline(v)
+
+    @model_validator(mode="after")
+    def _deadline_zone(self) -> Settings:
+        if self.nightly_deadline is not None:
+            try:
+                zone(self.timezone)
+            except ConfigError as exc:
+                raise ValueError(f"nightly_deadline is read in timezone {self.timezone!r}: {exc.args[0]}") from None
+        return self
 
     # -- derived values ---------------------------------------------------------------------
     @property
@@ -273,6 +313,8 @@ def describe(settings: Settings, sources: dict[str, str]) -> list[tuple[str, str
         value = getattr(settings, name)
         if name == "database_url":
             shown = mask_url(settings.db_url)
+        elif name == "tiers":
+            shown = "; ".join(t.label() for t in value) or "none (one primary tier: the top-level settings)"
         elif isinstance(value, SecretStr):
             shown = "**********"
         else:

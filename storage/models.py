@@ -299,3 +299,19 @@ class GoldenResult(Base):
     baseline_output: Mapped[str] = mapped_column(Text)
     candidate_output: Mapped[str] = mapped_column(Text)
     __table_args__ = (UniqueConstraint("run_id", "case_id"),)
+
+
+class TierBenchmark(Base):
+    """One ``contractsum bench --tier`` run: what the tier's engine measured, and plan's estimate."""
+
+    __tablename__ = "tier_benchmarks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tier: Mapped[str] = mapped_column(String(64), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # EngineConfig.fingerprint() of the tier's engine
+    model: Mapped[str] = mapped_column(Text)
+    device: Mapped[str] = mapped_column(String(32))
+    vllm_version: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the engine as run (Engine.snapshot)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)  # measurements
+    estimate: Mapped[dict[str, Any]] = mapped_column(JSON)  # plan's figures for the same config
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)

@@ -924,3 +924,50 @@ def queued_work(session: Session, document_ids: Sequence[int], *, config_id: str
         if state in ("queued", "leased"):
             entry["tokens"] += int(tokens)
     return {d: e for d, e in out.items() if e["queued"] or e["leased"]}
+
+
+# --- tier benchmarks ------------------------------------------------------------------------
+# `contractsum bench --tier` (pipeline/cli/bench.py): one row per measurement.
+
+from storage.models import TierBenchmark  # noqa: E402  (kept with the section that uses it)
+
+
+def add_tier_benchmark(
+    session: Session,
+    *,
+    tier: str,
+    fingerprint: str,
+    model: str,
+    device: str,
+    vllm_version: str,
+    config: dict[str, Any],
+    figures: dict[str, Any],
+    estimate: dict[str, Any],
+) -> TierBenchmark:
+    row = TierBenchmark(
+        tier=tier,
+        fingerprint=fingerprint,
+        model=model,
+        device=device,
+        vllm_version=vllm_version,
+        config=config,
+        figures=figures,
+        estimate=estimate,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def latest_tier_benchmarks(session: Session) -> list[TierBenchmark]:
+    """The newest measurement of each tier, by tier name."""
+    newest = select(func.max(TierBenchmark.id)).group_by(TierBenchmark.tier)
+    return list(session.scalars(select(TierBenchmark).where(TierBenchmark.id.in_(newest)).order_by(TierBenchmark.tier)))
+
+
+def tier_benchmarks(session: Session, *, tier: str | None = None, limit: int = 20) -> list[TierBenchmark]:
+    """Measurements, newest first (of one tier when ``tier`` is given)."""
+    q = select(TierBenchmark).order_by(TierBenchmark.id.desc()).limit(limit)
+    if tier is not None:
+        q = q.where(TierBenchmark.tier == tier)
+    return list(session.scalars(q))

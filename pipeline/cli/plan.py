@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from pipeline.cli._common import console, print_json
+from pipeline.cli._common import console, print_json, settings_from
 from pipeline.engine import planner
 from pipeline.engine.planner import GB, GiB
+from pipeline.engine.tiers import plan_inputs, tier, tiers_of
+from pipeline.errors import ConfigError
 
 
 class DtypeChoice(StrEnum):
@@ -77,17 +80,28 @@ def _render(p: planner.Plan) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_command(
-        model: str = typer.Option(
-            ..., "--model", help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b."
+        ctx: typer.Context,
+        model: str | None = typer.Option(
+            None,
+            "--model",
+            help="Checkpoint folder, config.json, or llama-3.1-8b / llama-3.1-70b (default with --tier: the tier's).",
         ),
-        gpus: int = typer.Option(..., "--gpus", help="GPUs available."),
+        gpus: int | None = typer.Option(None, "--gpus", help="GPUs available (default with --tier: its TP size)."),
         gpu_mem: float = typer.Option(
             ..., "--gpu-mem", help="Memory per GPU in GiB, as nvidia-smi totals (H100 80GB ~79.6, H200 ~140.4)."
         ),
-        dtype: DtypeChoice = typer.Option(DtypeChoice.bf16, "--dtype", help="Weight dtype."),
-        kv_dtype: DtypeChoice = typer.Option(DtypeChoice.bf16, "--kv-dtype", help="KV cache dtype."),
-        context: int = typer.Option(32768, "--context", help="Tokens per sequence (prompt + output)."),
-        concurrency: int = typer.Option(24, "--concurrency", help="Sequences held at full context at once."),
+        dtype: DtypeChoice | None = typer.Option(
+            None, "--dtype", help="Weight dtype (default bf16; with --tier: fp8 when it is quantized)."
+        ),
+        kv_dtype: DtypeChoice | None = typer.Option(
+            None, "--kv-dtype", help="KV cache dtype (default bf16; with --tier: its kv_cache_dtype)."
+        ),
+        context: int | None = typer.Option(
+            None, "--context", help="Tokens per sequence, prompt + output (default 32768; with --tier: its context)."
+        ),
+        concurrency: int | None = typer.Option(
+            None, "--concurrency", help="Sequences at full context at once (default 24; with --tier: max_num_seqs)."
+        ),
         headroom: float = typer.Option(
             planner.DEFAULT_HEADROOM, "--headroom", help="Share of GPU memory left free (0.10-0.15)."
         ),
@@ -97,30 +111,61 @@ def register(app: typer.Typer) -> None:
         overhead_gib: float = typer.Option(
             planner.DEFAULT_OVERHEAD_GIB, "--overhead-gib", help="CUDA context, activations and graphs per GPU (GiB)."
         ),
-        tp: int | None = typer.Option(None, "--tp", help="Also check this TP and warn about it."),
+        tp: int | None = typer.Option(None, "--tp", help="Also check this TP and warn about it (with --tier: its TP)."),
+        tier_name: str | None = typer.Option(
+            None, "--tier", help="Size this engine tier as configured (`contractsum config` lists them)."
+        ),
+        all_tiers: bool = typer.Option(False, "--all-tiers", help="Size every configured tier, one section each."),
         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     ) -> None:
         """Size tensor parallelism: weights, KV cache and per-GPU memory at each TP that divides --gpus.
 
-        Exits 0 when some TP fits, 1 when none does, 2 on bad input.
+        With --tier NAME (or --all-tiers) the model, context, concurrency (max_num_seqs), TP and
+        dtypes come from the tier's settings; flags given as well win.
+        Exits 0 when some TP fits (every tier, with --all-tiers), 1 when none does, 2 on bad input.
         """
-        shape = planner.load_shape(model)
-        result = planner.plan(
-            shape,
-            gpus=gpus,
-            gpu_mem_gib=gpu_mem,
-            dtype=dtype.value,
-            kv_dtype=kv_dtype.value,
-            context=context,
-            concurrency=concurrency,
-            headroom=headroom,
-            gpus_per_node=gpus_per_node,
-            overhead_gib=overhead_gib,
-            tp=tp,
+        explicit: dict[str, Any] = {
+            "model": model,
+            "context": context,
+            "concurrency": concurrency,
+            "tp": tp,
+            "dtype": dtype.value if dtype else None,
+            "kv_dtype": kv_dtype.value if kv_dtype else None,
+        }
+        common: dict[str, Any] = dict(
+            headroom=headroom, gpus_per_node=gpus_per_node, overhead_gib=overhead_gib, gpu_mem_gib=gpu_mem
         )
+        if tier_name is None and not all_tiers:
+            if model is None:
+                raise ConfigError("plan needs --model (or --tier NAME / --all-tiers to size configured tiers)")
+            if gpus is None:
+                raise ConfigError("plan needs --gpus (or --tier NAME / --all-tiers: the tier's TP size)")
+            defaults = {"context": 32768, "concurrency": 24, "dtype": "bf16", "kv_dtype": "bf16"}
+            inputs: dict[str, Any] = {**defaults, **{k: v for k, v in explicit.items() if v is not None}}
+            result = planner.plan(planner.load_shape(inputs.pop("model")), gpus=gpus, **inputs, **common)
+            if as_json:
+                print_json(result.model_dump())
+            else:
+                _render(result)
+            if result.recommended_tp is None:
+                raise typer.Exit(1)
+            return
+        settings = settings_from(ctx)
+        chosen = tiers_of(settings) if all_tiers else [tier(settings, tier_name or "")]
+        plans: list[tuple[str, planner.Plan]] = []
+        for t in chosen:
+            tier_inputs: dict[str, Any] = {
+                **plan_inputs(settings, t, model=model),
+                **{k: v for k, v in explicit.items() if v is not None},
+            }
+            shape = planner.load_shape(tier_inputs.pop("model"))
+            plans.append((t.name, planner.plan(shape, gpus=gpus or int(tier_inputs["tp"]), **tier_inputs, **common)))
         if as_json:
-            print_json(result.model_dump())
+            docs = [{"tier": name, **p.model_dump()} for name, p in plans]
+            print_json(docs[0] if tier_name is not None and not all_tiers else {"tiers": docs})
         else:
-            _render(result)
-        if result.recommended_tp is None:
+            for name, p in plans:
+                console.rule(f"tier {name}")
+                _render(p)
+        if any(p.recommended_tp is None for _, p in plans):
             raise typer.Exit(1)

@@ -30,6 +30,7 @@ class Request:
     seed: int | None = None
     logprobs: int | None = None
     repetition_penalty: float = 1.0
+    ignore_eos: bool = False  # decode exactly max_tokens (benchmarks: a fixed amount of work)
 
 
 @dataclass
@@ -74,6 +75,7 @@ def vllm_inputs(requests: Sequence[Request]) -> tuple[list, list]:
             seed=r.seed,
             logprobs=r.logprobs,
             repetition_penalty=r.repetition_penalty,
+            ignore_eos=r.ignore_eos,
             structured_outputs=StructuredOutputsParams(json=r.json_schema) if r.json_schema else None,
         )
         for r in requests
@@ -159,6 +161,11 @@ class Engine:
             "vllm_version": self.vllm_version,
             "fingerprint": self.requested.fingerprint(),
         }
+
+    @property
+    def processes(self) -> list:
+        """vLLM's processes this engine started (psutil.Process), for measuring their memory."""
+        return list(self._procs)
 
     @property
     def llm(self):
