@@ -853,10 +853,14 @@ def release_owner(session: Session, owner: str, *, error: str) -> int:
 # has started, so no chunk is ever summarized by both tiers; the receiving tier then queues its own.
 
 
-def hand_over(session: Session, document_ids: Sequence[int], *, config_id: str, to_tier: str) -> list[int]:
+def hand_over(
+    session: Session, document_ids: Sequence[int], *, config_id: str, to_tier: str, started_too: bool = False
+) -> list[int]:
     """Give the documents of ``document_ids`` whose jobs under ``config_id`` have not started (all
     queued: none leased or done) to ``to_tier``; returns those handed over. Documents with work in
-    progress or done stay where they are. PostgreSQL locks the rows (skipping ones a worker holds)."""
+    progress or done stay where they are. ``started_too`` (the giving tier has stopped for good):
+    also documents with done jobs, as long as none is leased. PostgreSQL locks the rows (skipping
+    ones a worker holds)."""
     if not document_ids:
         return []
     q = select(Job).where(Job.config_id == config_id, Job.document_id.in_(list(document_ids))).order_by(Job.id)
@@ -874,11 +878,16 @@ def hand_over(session: Session, document_ids: Sequence[int], *, config_id: str, 
     )
     moved = []
     for doc_id, jobs in by_doc.items():
-        # every job seen (none skipped as locked by a worker) and none started
-        if len(jobs) != locked_counts.get(doc_id) or any(j.state != "queued" for j in jobs):
+        # every job seen (none skipped as locked by a worker), none leased, and (unless
+        # started_too) none done; a document whose jobs all failed stays failed where it is
+        states = {j.state for j in jobs}
+        if len(jobs) != locked_counts.get(doc_id) or "leased" in states or "queued" not in states:
+            continue
+        if not started_too and states != {"queued"}:
             continue
         for j in jobs:
-            j.state, j.last_error, j.updated_at = "handed_over", f"handed over to tier {to_tier}", utcnow()
+            if j.state == "queued":
+                j.state, j.last_error, j.updated_at = "handed_over", f"handed over to tier {to_tier}", utcnow()
         moved.append(doc_id)
     session.flush()
     return moved
