@@ -151,6 +151,16 @@ class Chunker:
         )
 
 
+def config_id_for(settings: Settings, playbook=None, *, tier: str = "primary") -> str:
+    """The id of the configuration tier ``tier``'s results are stored under, with ``settings`` as
+    they are now (the tier's own model and engine settings applied); ModelNotFoundError when the
+    tier's model is not here."""
+    from pipeline.engine.tiers import tier as tier_named
+
+    ts = tier_named(settings, tier).settings(settings)
+    return Chunker.for_model(ts, ts.resolved_model(), playbook, tier=tier).config_id
+
+
 def record_configuration(session: Session, config: ResultConfig) -> None:
     """Store ``config`` (once) so results and jobs can name it."""
     repo.ensure_configuration(

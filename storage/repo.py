@@ -539,10 +539,11 @@ def select_summary(
     review_key: str | None = None,
     config_id: str | None = None,
     as_of: datetime | None = None,
+    prefer: Sequence[str] = (),
 ) -> tuple[Summary | None, str]:
     """The result to show for a document and how it stands: ``current`` (made under the current
-    configuration ``current``), ``stale`` (the newest one of the same review key under another
-    configuration, shown only when the current one is missing), or ``none``. ``config_id`` picks
+    configuration ``current``), ``stale`` (one of ``prefer``'s configurations, else the newest one
+    of the same review key under another, shown only when the current one is missing), or ``none``. ``config_id`` picks
     that configuration's result instead; ``as_of`` the newest result made by then (of ``review_key``
     when given). A result not made under ``current`` is never called current."""
     if config_id is not None:
@@ -554,6 +555,9 @@ def select_summary(
         found = session.scalar(q.order_by(Summary.created_at.desc(), Summary.id.desc()).limit(1))
     else:
         found = summary_for(session, document_id, current)
+        for other in prefer:  # e.g. the fallback tiers' current configurations
+            if found is None:
+                found = summary_for(session, document_id, other)
         if found is None and review_key is not None:
             found = session.scalar(
                 select(Summary)

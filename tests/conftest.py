@@ -181,3 +181,25 @@ def result_config(playbook=None, *, prompt_version: str = "v1", **changes):
         limits={},
     )
     return ResultConfig(**{**fields, **changes})
+
+
+def ingested(tmp_path: Path, model: Path, files, *, db_url: str | None = None, batch: str = "b1", **overrides):
+    """Settings (the tiny model's output limits, ``overrides`` on top), a migrated database (SQLite
+    under home, or ``db_url``) and ``files`` ingested into ``batch`` with ``model``'s chunker; every
+    file must end ok. Returns (settings, factory, chunker)."""
+    from pipeline.batch import Chunker, ingest_paths
+    from storage.db import make_engine, open_database, upgrade
+
+    kw = {**TINY_OVERRIDES, "model": model, **overrides}
+    if db_url:
+        kw["database_url"] = db_url
+    settings = make_settings(tmp_path / "home", **kw)
+    if db_url and not db_url.startswith("sqlite"):
+        upgrade(make_engine(db_url))
+    factory = open_database(settings.db_url)
+    chunker = Chunker.for_model(settings, model)
+    report = ingest_paths(factory, settings, list(files), batch_name=batch, chunker=chunker)
+    assert len(report.files) == len(files) and all(f.status == "ok" for f in report.files), [
+        (f.source, f.reason) for f in [*report.files, *report.problems]
+    ]
+    return settings, factory, chunker

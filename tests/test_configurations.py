@@ -15,6 +15,7 @@ from conftest import (
     CORPUS,
     TINY_OVERRIDES,
     drop_pg_database,
+    ingested,
     make_pg_database,
     make_settings,
     result_config,
@@ -22,7 +23,7 @@ from conftest import (
 from sqlalchemy import select, text
 
 from bench.rerun import prompt_variant
-from pipeline.batch import Chunker, ingest_paths
+from pipeline.batch import Chunker
 from pipeline.review.configuration import ResultConfig, model_fingerprint
 from pipeline.review.schema import ContractSummary
 from pipeline.review.summarize import Summarizer, store_summary, summarize
@@ -49,17 +50,7 @@ class Recorder:
 
 
 def _setup(tmp_path, model, files=TWO, db_url=None, **overrides):
-    kw = {**TINY_OVERRIDES, "model": model, **overrides}
-    if db_url:
-        kw["database_url"] = db_url
-    settings = make_settings(tmp_path / "home", **kw)
-    if db_url and not db_url.startswith("sqlite"):
-        from storage.db import make_engine, upgrade
-
-        upgrade(make_engine(db_url))
-    factory = open_database(settings.db_url)
-    report = ingest_paths(factory, settings, files, batch_name="b1", chunker=Chunker.for_model(settings, model))
-    assert len(report.files) == len(files) and all(f.status == "ok" for f in report.files), report.problems
+    settings, factory, _ = ingested(tmp_path, model, files, db_url=db_url, **overrides)
     return settings, factory
 
 

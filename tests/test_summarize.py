@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CORPUS, TINY_OVERRIDES, make_settings
+from conftest import CORPUS, ingested
 
-from pipeline.batch import Chunker, ingest_paths
 from pipeline.review.summarize import summarize
 from storage import repo
-from storage.db import open_database
 
 pytestmark = pytest.mark.engine
 
 
 def _setup(tmp_path, tiny_model, db_url=None, files=None, **overrides):
-    kw = {**TINY_OVERRIDES, "model": tiny_model, **overrides}
-    if db_url:
-        kw["database_url"] = db_url
-    settings = make_settings(tmp_path / "home", **kw)
-    if db_url and not db_url.startswith("sqlite"):
-        from storage.db import make_engine, upgrade
-
-        upgrade(make_engine(db_url))
-    factory = open_database(settings.db_url)
-    chunker = Chunker.for_model(settings, tiny_model)
-    files = files or sorted(CORPUS.glob("*.pdf"))
-    report = ingest_paths(factory, settings, files, batch_name="b1", chunker=chunker)
-    assert all(f.status == "ok" for f in report.files), [(f.source, f.reason) for f in report.files]
-    return settings, factory, chunker
+    return ingested(tmp_path, tiny_model, files or sorted(CORPUS.glob("*.pdf")), db_url=db_url, **overrides)
 
 
 def _assert_every_citation_resolves(factory) -> int:

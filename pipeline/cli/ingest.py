@@ -148,6 +148,7 @@ def status(
             "summarized",
             "current",
             "stale",
+            "by tier",
         ):
             bt.add_column(col)
         for b in data["batches"]:
@@ -164,6 +165,7 @@ def status(
                 str(b["summarized"]),
                 str(r["current"]),
                 str(r["stale"]),
+                ", ".join(f"{t} {n}" for t, n in sorted(r["by_tier"].items())),
             )
         console.print(bt)
         conf = data["configuration"]

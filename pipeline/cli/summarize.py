@@ -38,6 +38,12 @@ def summarize(
     stale_first: bool = typer.Option(
         False, "--stale-first", help="Upgrade documents with results under an older configuration before new ones."
     ),
+    tier: str | None = typer.Option(
+        None, "--tier", help="Run on this engine tier (default: primary, then the fallbacks as needed)."
+    ),
+    upgrade_fallback: bool = typer.Option(
+        False, "--upgrade-fallback", help="Redo on the primary (or --tier) the documents a fallback tier did."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Give every document (of the batch) a result under the current configuration — model,
@@ -47,7 +53,8 @@ def summarize(
     Exit 0 when every document in scope has a summary, 1 when any failed.
     """
     from pipeline.batch import ProgressEvent
-    from pipeline.review.summarize import summarize as run
+    from pipeline.engine.routing import summarize_routed
+    from pipeline.engine.tiers import tier as tier_named
 
     settings = settings_from(
         ctx,
@@ -61,6 +68,8 @@ def summarize(
     from pipeline.review.playbooks import playbook_for
 
     playbook_for(settings)  # a bad playbook is a usage error before any engine starts
+    if tier is not None:
+        tier_named(settings, tier)  # an unknown tier too
     factory = open_db(settings)
     progress = Progress(
         TextColumn("[bold]summarize"),
@@ -81,15 +90,18 @@ def summarize(
             elif ev.kind == "db_retry":  # the run goes on; operators should still see the outage
                 err_console.print(f"database unreachable ({ev.error}): retrying, attempt {ev.attempt}", highlight=False)
 
-        report = run(
+        routed = summarize_routed(
             factory,
             settings,
             batch=batch,
             on_progress=on_progress,
             max_documents=max_documents,
             stale_first=stale_first,
+            tier_name=tier,
+            upgrade_fallback=upgrade_fallback,
         )
-    data = report.as_dict()
+    report = merged_report(routed.reports)
+    data = {**report.as_dict(), "routing": routed.as_dict()}
     if as_json:
         print_json(data)
     elif report.nothing_to_do:
@@ -108,9 +120,29 @@ def summarize(
         )
     if report.deferred and not as_json:
         console.print(f"{report.deferred} more document(s) left for a later run (--max-documents)", highlight=False)
+    if routed.fallback_used and not as_json:
+        console.print(f"[yellow]{routed.message()}[/]", highlight=False)
     for doc_id, reason in report.failed.items():
         err_console.print(f"[red]document {doc_id} failed:[/] {reason}", highlight=False)
     raise typer.Exit(1 if report.failed else 0)
+
+
+def merged_report(reports: list):
+    """One report of a routed run's tiers (numbers added up, documents joined)."""
+    from pipeline.review.summarize import SummarizeReport
+
+    if len(reports) == 1:
+        return reports[0]
+    out = SummarizeReport(nothing_to_do=all(r.nothing_to_do for r in reports))
+    for r in reports:
+        out.documents += [d for d in r.documents if d not in out.documents]
+        out.summarized += r.summarized
+        out.failed.update(r.failed)
+        for name in ("waves", "prompts", "retries", "tokens_in", "tokens_out", "seconds", "engine_seconds", "reused"):
+            setattr(out, name, getattr(out, name) + getattr(r, name))
+        out.engine_run_id = r.engine_run_id or out.engine_run_id
+        out.playbook, out.config_id = r.playbook, r.config_id
+    return out
 
 
 def _ocr_mark(citation: dict, entry: dict) -> str:

@@ -125,11 +125,10 @@ def _is_primary(name: str) -> bool:
 
 def tier_config_id(settings: Any, t: Tier, playbook: Any = None) -> str:
     """The configuration id results of tier ``t`` are stored under."""
-    from pipeline.batch import Chunker
+    from pipeline.batch import config_id_for
     from pipeline.review.playbooks import playbook_for
 
-    ts = t.settings(settings)
-    return Chunker.for_model(ts, ts.resolved_model(), playbook_for(ts, playbook), tier=t.name).config_id
+    return config_id_for(settings, playbook_for(settings, playbook), tier=t.name)
 
 
 def summarize_routed(
@@ -216,6 +215,8 @@ def summarize_routed(
                 )
             except EngineError as exc:
                 run.errors.append(str(exc))
+                # what the run finished before its engine failed is stored: count it
+                run.summarized += [d for d in _finished(factory, batch, docs, run.config_id) if d not in run.summarized]
                 started = not isinstance(exc, EngineStartError)
                 run.engine_deaths += started
                 if started and run.engine_deaths < settings.fallback_after_engine_deaths:
@@ -273,6 +274,14 @@ def _batch_documents(factory: sessionmaker[Session], batch: str | None) -> list[
 
     with factory() as s:
         return [d.id for d in repo.documents(s, batch_id=resolve_batch(s, batch))]
+
+
+def _finished(
+    factory: sessionmaker[Session], batch: str | None, docs: Sequence[int] | None, config_id: str
+) -> list[int]:
+    ids = list(docs) if docs is not None else _batch_documents(factory, batch)
+    with factory() as s:
+        return [d for d in ids if repo.summary_for(s, d, config_id) is not None]
 
 
 def _unfinished(

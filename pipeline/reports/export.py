@@ -94,7 +94,7 @@ class ConfigurationReport(_Strict):
     id: str
     label: str
     tier: str = "primary"
-    state: Literal["current", "stale"]
+    state: Literal["current", "fallback", "stale"]
     current: str | None = None
 
 
@@ -108,7 +108,9 @@ class SelectionReport(_Strict):
 
 class ResultCounts(_Strict):
     current: int = Field(default=0, ge=0)
+    fallback: int = Field(default=0, ge=0)
     stale: int = Field(default=0, ge=0)
+    by_tier: dict[str, int] = Field(default_factory=dict)
 
 
 class DocumentReport(_Strict):
@@ -292,6 +294,8 @@ def configuration_fact(c: ConfigurationReport) -> str:
     """One line on the configuration behind a result; a stale one says so first."""
     if c.state == "current":
         return f"{c.id} (current): {c.label}"
+    if c.state == "fallback":
+        return f"made by the fallback tier {c.tier} ({c.id}), not the primary: {c.label}"
     now = f"; current is {c.current}" if c.current else "; the current configuration is unknown here"
     return f"STALE \u2014 made under {c.id}, not the current configuration{now}: {c.label}"
 
@@ -306,7 +310,13 @@ def _selection_line(report: Report) -> str | None:
         head = f"Showing the newest results as of {sel.as_of}"
     else:
         head = f"Current configuration {sel.current or 'unknown'} ({sel.current_label or 'no result yet'})"
-    return f"{head}: {report.results.current} result(s) current, {report.results.stale} stale."
+    fallback = f", {report.results.fallback} by a fallback tier" if report.results.fallback else ""
+    tiers = (
+        " By tier: " + ", ".join(f"{t} {n}" for t, n in sorted(report.results.by_tier.items())) + "."
+        if len(report.results.by_tier) > 1
+        else ""
+    )
+    return f"{head}: {report.results.current} result(s) current{fallback}, {report.results.stale} stale.{tiers}"
 
 
 def _render_md(report: Report) -> str:

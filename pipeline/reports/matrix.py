@@ -67,11 +67,14 @@ class MatrixRow(BaseModel):
     # The configuration of the result the cells come from; "stale": not the current one (shown
     # because the current configuration has no result for this contract yet).
     config_id: str | None = None
-    config_state: Literal["current", "stale"] | None = None
+    config_state: Literal["current", "fallback", "stale"] | None = None
+    tier: str | None = None
 
     def config_text(self) -> str:
         if self.config_id is None:
             return ""
+        if self.config_state == "fallback":
+            return f"{self.config_id} (fallback tier {self.tier})"
         return self.config_id + (" (STALE: not the current configuration)" if self.config_state == "stale" else "")
 
 
@@ -137,7 +140,9 @@ def to_csv(m: Matrix) -> str:
         for col in m.columns:
             cell = m.cell(row, col)
             out += [repr([c.text for c in cell.citations]), answer_text(col, cell)]
-        state = {"current": "current", "stale": "STALE"}.get(row.config_state or "", "")
+        state = {"current": "current", "fallback": f"fallback tier {row.tier}", "stale": "STALE"}.get(
+            row.config_state or "", ""
+        )
         writer.writerow([_safe(v) for v in [*out, row.config_id or "", state]])
     return buf.getvalue()
 
@@ -214,6 +219,7 @@ def to_dict(m: Matrix) -> dict:
                 "source": row.source,
                 "config_id": row.config_id,
                 "config_state": row.config_state,
+                "tier": row.tier,
                 "clauses": {col.id: m.cell(row, col).model_dump() for col in m.columns},
             }
             for row in m.rows
@@ -379,7 +385,10 @@ def to_html(m: Matrix) -> str:
     out += [f'<th title="{_h(c.cuad_category or c.kind)}">{_h(c.label)}</th>' for c in m.columns]
     out.append("</tr></thead><tbody>")
     for row in m.rows:
-        stale = ' <span class="stale">stale result</span>' if row.config_state == "stale" else ""
+        stale = {
+            "stale": ' <span class="stale">stale result</span>',
+            "fallback": f' <span class="stale">fallback tier {_h(row.tier or "")}</span>',
+        }.get(row.config_state or "", "")
         out.append(
             f'<tr data-document="{row.document_id}" data-config="{_h(row.config_id or "")}">'
             f"<th>{_h(row.source)}{stale}</th>"

@@ -63,7 +63,8 @@ def build_matrix(
                 source=doc.source,
                 cells=_cells(session, summary, playbook),
                 config_id=summary.config_id,
-                config_state="current" if state == "current" else "stale",
+                config_state=state if state in ("current", "fallback") else "stale",
+                tier=(conf.tier if (conf := repo.configuration(session, summary.config_id)) else None),
             )
         )
     return Matrix(batch=batch, playbook=playbook.name, playbook_version=playbook.version, columns=columns, rows=rows)

@@ -28,7 +28,13 @@ def status_report(
                 if cid not in labels:
                     conf = repo.configuration(s, cid)
                     labels[cid] = conf.label if conf is not None else cid
+            tiers: dict[str, int] = {}
+            for cid, n in states["by_configuration"].items():
+                conf = repo.configuration(s, cid)
+                if conf is not None and (cid == current or conf.tier != "primary"):
+                    tiers[conf.tier] = tiers.get(conf.tier, 0) + n
             b["results"] = {
+                "by_tier": tiers,
                 "current": states["current"] if current else 0,
                 "stale": states["stale"] if current else states["current"] + states["stale"],
                 "missing": states["missing"],
@@ -255,11 +261,20 @@ def build_report(
                         }
                     )
     states = [e["configuration"]["state"] for e in entries if e.get("configuration")]
+    by_tier: dict[str, int] = {}
+    for e in entries:
+        if e.get("configuration") and e["configuration"]["state"] != "stale":
+            by_tier[e["configuration"]["tier"]] = by_tier.get(e["configuration"]["tier"], 0) + 1
     return {
         "generated_at": now_iso(),
         "batch": batch,
         "configuration": shown,
-        "results": {"current": states.count("current"), "stale": states.count("stale")},
+        "results": {
+            "current": states.count("current"),
+            "fallback": states.count("fallback"),
+            "stale": states.count("stale"),
+            "by_tier": by_tier,
+        },
         "documents": entries,
     }
 

@@ -29,17 +29,24 @@ class Selection:
     review_key: str
     config_id: str | None = None
     as_of: datetime | None = None
+    # The current configurations of the fallback tiers (id -> tier): their results are the night's
+    # work for documents the primary handed over, shown as "fallback", neither current nor stale.
+    fallbacks: tuple[tuple[str, str], ...] = ()
 
     def pick(self, s: Session, document_id: int) -> tuple[Any, str]:
-        """(summary or None, "current" | "stale" | "none")."""
-        return repo.select_summary(
+        """(summary or None, "current" | "fallback" | "stale" | "none")."""
+        summary, state = repo.select_summary(
             s,
             document_id,
             self.current or "",
             review_key=self.review_key,
             config_id=self.config_id,
             as_of=self.as_of,
+            prefer=[cid for cid, _ in self.fallbacks],
         )
+        if state == "stale" and summary is not None and summary.config_id in dict(self.fallbacks):
+            state = "fallback"
+        return summary, state
 
     def describe(self, s: Session) -> dict[str, Any]:
         """The current configuration (id, label) and what was asked for, for a report's header."""
@@ -71,20 +78,36 @@ def selection_for(
         review_key=playbook.review_key(settings.prompt_version),
         config_id=resolve_config(s, config_id) if config_id else None,
         as_of=parse_as_of(as_of) if as_of is not None else None,
+        fallbacks=fallback_config_ids(settings, playbook, but=tier),
     )
 
 
+def fallback_config_ids(settings: Any, playbook: Any, *, but: str = "primary") -> tuple[tuple[str, str], ...]:
+    """(config id, tier) of every configured tier other than ``but`` whose model is here."""
+    from pipeline.engine.tiers import tiers_of
+    from pipeline.errors import ContractsumError
+
+    out = []
+    for t in tiers_of(settings):
+        if t.name == but:
+            continue
+        try:
+            out.append((current_config_id(settings, playbook, tier=t.name), t.name))
+        except ContractsumError:  # a tier whose model is not on this machine made no result here
+            continue
+    return tuple((cid, name) for cid, name in out if cid is not None)
+
+
 def current_config_id(settings: Any, playbook: Any, *, tier: str = "primary") -> str | None:
-    """The id of the configuration a summarize run with ``settings`` would key its results on;
-    None when no model is configured here (then no result can be called current)."""
-    from pipeline.batch import Chunker
+    """The id of the configuration a summarize run on ``tier`` with ``settings`` would key its
+    results on; None when that tier's model is not here (then no result can be called current)."""
+    from pipeline.batch import config_id_for
     from pipeline.errors import ModelNotFoundError
 
     try:
-        model_dir = settings.resolved_model()
+        return config_id_for(settings, playbook, tier=tier)
     except ModelNotFoundError:
         return None
-    return Chunker.for_model(settings, model_dir, playbook, tier=tier).config_id
 
 
 def resolve_config(s: Session, ref: str) -> str:
