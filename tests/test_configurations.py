@@ -285,7 +285,7 @@ def test_reports_show_the_current_result_and_mark_a_stale_one(tmp_path, factory)
     states = {e["document_id"]: e["configuration"]["state"] for e in report["documents"]}
     ids = {e["document_id"]: e["configuration"]["id"] for e in report["documents"]}
     assert states == {d1: "current", d2: "stale"} and ids == {d1: b.id, d2: a.id}
-    assert report["results"] == {"current": 1, "stale": 1}
+    assert report["results"] == {"current": 1, "fallback": 0, "stale": 1, "by_tier": {"primary": 1}}
     md, html, rows = render(report, "md"), render(report, "html"), render(report, "csv").splitlines()
     assert md.count("STALE") == 1 and f"made under {a.id}" in md and 'class="config config-stale"' in html
     assert sum(1 for r in rows if r.endswith(f"{a.id},stale")) >= 1 and not any(
@@ -599,3 +599,41 @@ def test_two_configurations_on_postgresql_neither_block_nor_duplicate(tmp_path, 
         factory.kw["bind"].dispose()
     finally:
         drop_pg_database(pg_admin, url)
+
+
+def test_status_configs_and_export_name_the_configurations_from_the_command_line(tmp_path, tiny_model):
+    """Through the CLI, on results stored under an older configuration: status counts them stale
+    and names it, `configs` lists it beside the current one, `export --config-id PREFIX` shows them."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import build_app
+
+    home = tmp_path / "home"
+    env = {"CONTRACTSUM_HOME": str(home), "CONTRACTSUM_MODEL": str(tiny_model)}
+    settings = make_settings(home, model=tiny_model)
+    factory = open_database(settings.db_url)
+    d1, d2 = _docs(factory)
+    old = result_config(model_fingerprint="4" * 32)
+    result = ContractSummary.model_validate({"summary": "s", "parties": [], "dates": [], "clauses": []})
+    with transaction(factory) as s:
+        store_summary(s, d1, old, result, engine_run_id=None, chunks=1)
+    run = CliRunner().invoke
+    status = run(build_app(), ["status", "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.stdout)
+    (batch,) = data["batches"]
+    assert (batch["results"]["current"], batch["results"]["stale"], batch["results"]["missing"]) == (0, 1, 1)
+    assert [c["id"] for c in batch["results"]["by_configuration"]] == [old.id]
+    current = data["configuration"]["current"]
+    assert current and current != old.id
+    listed = json.loads(run(build_app(), ["configs", "--json"], env=env).stdout)
+    assert listed["current"] == current and {c["id"]: c["results"] for c in listed["configurations"]} == {old.id: 1}
+    out = tmp_path / "r.json"
+    exported = run(
+        build_app(), ["export", "--batch", "b1", "--format", "json", "-o", str(out), "--config-id", old.id[:6]], env=env
+    )
+    assert exported.exit_code == 0, exported.output
+    docs = {d["document_id"]: d for d in json.loads(out.read_text())["documents"]}
+    assert docs[d1]["configuration"]["state"] == "stale" and docs[d2]["status"] == "pending"
+    bad = run(build_app(), ["export", "--config-id", "zzzz"], env=env)
+    assert bad.exit_code == 2 and "no configuration 'zzzz'" in bad.output
