@@ -873,13 +873,14 @@ def hand_over(
     by_doc: dict[int, list[Job]] = {}
     for job in session.scalars(q):
         by_doc.setdefault(job.document_id, []).append(job)
-    locked_counts = dict(
-        session.execute(
+    locked_counts: dict[int, int] = {
+        doc: n
+        for doc, n in session.execute(
             select(Job.document_id, func.count())
             .where(Job.config_id == config_id, Job.document_id.in_(list(by_doc)))
             .group_by(Job.document_id)
-        ).all()
-    )
+        )
+    }
     moved = []
     for doc_id, jobs in by_doc.items():
         # every job seen (none skipped as locked by a worker), none leased, and (unless

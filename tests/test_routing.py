@@ -96,6 +96,16 @@ def test_a_primary_that_cannot_start_hands_the_batch_to_the_fallback_and_says_so
     report = report_for(factory, settings, batch="night")
     assert {d["configuration"]["state"] for d in report["documents"]} == {"fallback"}
     assert report["results"]["by_tier"] == {"fallback": len(tiers)} and report["results"]["fallback"] == len(tiers)
+    from pipeline.reports.export import render
+    from pipeline.reports.portfolio import build_matrix
+    from pipeline.reports.selection import selection_for
+    from pipeline.review.playbooks import playbook_for
+
+    assert "made by the fallback tier fallback" in render(report, "md")
+    with factory() as s:
+        book = playbook_for(settings)
+        m = build_matrix(s, batch="night", playbook=book, selection=selection_for(s, settings, book))
+    assert m.by_tier() == {"fallback": len(tiers)} and {r.config_state for r in m.rows} == {"fallback"}
 
 
 class _Killed:

@@ -100,6 +100,10 @@ def configs(
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            r["id"], "current" if r["current"] else "", str(r["results"]), r["last_result_at"] or "", r["label"]
+            str(r["id"]),
+            "current" if r["current"] else "",
+            str(r["results"]),
+            str(r["last_result_at"] or ""),
+            str(r["label"]),
         )
     console.print(table)

@@ -319,7 +319,7 @@ def _take_back_from_fallbacks(
     batch: str | None,
     scope: Sequence[int] | None,
     playbook: Any,
-) -> list[int] | None:
+) -> Sequence[int] | None:
     """``--upgrade-fallback``: documents a fallback did go back to ``first``'s queue."""
     cid = tier_config_id(settings, first, playbook)
     ids = list(scope) if scope is not None else _batch_documents(factory, batch)

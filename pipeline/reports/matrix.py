@@ -85,6 +85,14 @@ class Matrix(BaseModel):
     columns: list[MatrixColumn]
     rows: list[MatrixRow]
 
+    def by_tier(self) -> dict[str, int]:
+        """How many contracts' results each engine tier made (stale results left out)."""
+        out: dict[str, int] = {}
+        for row in self.rows:
+            if row.tier and row.config_state in ("current", "fallback"):
+                out[row.tier] = out.get(row.tier, 0) + 1
+        return out
+
     def cell(self, row: MatrixRow, column: MatrixColumn) -> MatrixCell:
         """A row's cell for ``column``; a clause type the row has no cell for was not asked."""
         return row.cells.get(column.id) or MatrixCell(status="not_asked")
@@ -212,6 +220,7 @@ def to_dict(m: Matrix) -> dict:
         "batch": m.batch,
         "playbook": m.playbook,
         "playbook_version": m.playbook_version,
+        "by_tier": m.by_tier(),
         "columns": [c.model_dump() for c in m.columns],
         "contracts": [
             {
@@ -372,7 +381,9 @@ def to_html(m: Matrix) -> str:
         "</head>",
         "<body>",
         f"<h1>{_h(title)}</h1>",
-        f'<p class="meta">Batch: {_h(m.batch or "all")} · {len(m.rows)} contracts · {len(m.columns)} clause types</p>',
+        f'<p class="meta">Batch: {_h(m.batch or "all")} · {len(m.rows)} contracts · {len(m.columns)} clause types'
+        + "".join(f" · {_h(t)}: {n}" for t, n in sorted(m.by_tier().items()))
+        + "</p>",
         ('<form class="filter"><label>Contracts where <select id="f-col"><option value="">(any clause)</option>'),
     ]
     out += [f'<option value="{_h(c.id)}">{_h(c.label)}</option>' for c in m.columns]

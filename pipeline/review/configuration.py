@@ -157,10 +157,12 @@ def current_config(
 
 def template_digests(settings: Any, playbook: Any) -> dict[str, str]:
     """sha256 (16 hex) of each template the review uses, as rendered for ``playbook``."""
-    from pipeline.review.prompts import load_template
+    from pipeline.review.prompts import Kind, load_template
 
-    kinds = ["summarize", "reduce"] + (["candidates"] if playbook.review_mode == "candidates" else [])
-    out = {}
+    kinds: list[Kind] = ["summarize", "reduce"]
+    if playbook.review_mode == "candidates":
+        kinds.append("candidates")
+    out: dict[str, str] = {}
     for kind in kinds:
         tpl = load_template(settings.prompts_dir, kind, settings.prompt_version, playbook=playbook)
         out[kind] = hashlib.sha256(tpl.model_dump_json().encode()).hexdigest()[:16]
