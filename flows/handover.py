@@ -320,7 +320,11 @@ def tier_summary(
     message = None
     if used:
         counts = ", ".join(f"{n} by {name}" for name, n in by_tier.items())
-        message = "fallback tier used: " + "; ".join(parts or ["by hand"]) + (f" ({counts})" if counts else "")
+        message = (
+            "fallback tier used: "
+            + "; ".join(parts or [f"the run started on tier {routed.runs[0].tier}" if routed.runs else "by hand"])
+            + (f" ({counts})" if counts else "")
+        )
     first = routed.reports[0] if routed.reports else None
     return TierSummary(by_tier, message, flow_runs, first)
 

@@ -13,7 +13,7 @@ deployment. In the TOML file::
     tensor_parallel_size = 1
     max_model_len = 16384
     work_pool = "gpu-single"
-    deployment = "contractsum-batch/fallback"
+    deployment = "summarize-tier/fallback"   # the hand-over's (flows/handover.py); the default
 
 or the same as an array of tables (``[[tiers]]`` with ``name = ...``), or as JSON in
 ``CONTRACTSUM_TIERS``. No tiers configured = one implicit ``primary`` made of the top-level
