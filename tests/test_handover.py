@@ -275,6 +275,7 @@ def test_a_deadline_the_primary_cannot_meet_hands_the_overflow_to_a_linked_run_o
     factory = open_database(pg_url)
     with factory() as s:
         batch = repo.get_batch(s, "handed")
+        assert batch is not None
         docs = [d.id for d in repo.documents(s, batch_id=batch.id)]
         summaries = s.query(Summary).filter(Summary.document_id.in_(docs)).all()
         tiers_of_config = {c.id: c.tier for c in s.query(Configuration).all()}
