@@ -12,8 +12,9 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -25,11 +26,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flows._prefect import progress_listener, run_settings
 from pipeline.batch import Chunker, IngestReport, ProgressEvent, ingest_paths
+from pipeline.engine.tiers import parse_deadline
+from pipeline.engine.tiers import tier as tier_named
 from pipeline.errors import ConfigError, ContractsumError, EngineError, IngestError, OutputError, PromptError
 from pipeline.reports.markdown import md_inline as _md
-from pipeline.review.summarize import SummarizeReport, summarize
+from pipeline.review.summarize import SummarizeReport
 from pipeline.settings import Settings
 from storage import repo
+
+if TYPE_CHECKING:
+    from flows.handover import TierSummary
 
 FLOW_NAME = "summarize-batch"
 # Database restarts and full or flaky disks pass within seconds to minutes; anything else will
@@ -114,26 +120,49 @@ def ingest(
 
 
 @task(name="summarize", **_task_options)
-def summarize_documents(settings: Settings, factory: sessionmaker[Session], batch: str) -> SummarizeReport:
-    """One engine over every queued job of the batch; a progress artifact follows its waves."""
+def summarize_documents(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    batch: str,
+    tier: str | None = None,
+    deadline: datetime | None = None,
+) -> TierSummary:
+    """The batch over its engine tiers (pipeline/engine/routing.py): the first tier (``tier``, else
+    ``primary``) on the process's shared engine; documents it cannot do by ``deadline`` or at all
+    go to the next tier, as a linked flow run of that tier's deployment where one is served,
+    else here afterwards. A progress artifact follows the waves."""
+    from flows.handover import route_documents
+
     logger = get_run_logger()
-    model_dir = settings.resolved_model()
     pending = _pending_documents(factory, settings, batch)
     tracker = _ProgressArtifact(batch, pending, listener=progress_listener(), logger=logger)
-    engine = _LazyEngine(settings, model_dir, logger)
+    ctx = FlowRunContext.get()
+    parent = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
     try:
-        report = summarize(factory, settings, batch=batch, engine=engine, on_progress=tracker)
+        summary = route_documents(
+            settings,
+            factory,
+            batch,
+            tier_name=tier,
+            document_ids=None,
+            deadline=deadline,
+            logger=logger,
+            on_progress=tracker,
+            parent=parent,
+        )
     except EngineError as exc:
         tracker.close(f"engine failed: {exc}")
         raise
-    tracker.close(
-        "nothing to do" if report.nothing_to_do else f"{len(report.summarized)} summarized, {len(report.failed)} failed"
-    )
-    if report.nothing_to_do:
+    report = summary.first
+    nothing = report is None or (report.nothing_to_do and not summary.message)
+    counts = ", ".join(f"{n} by {t}" for t, n in summary.by_tier.items())
+    tracker.close("nothing to do" if nothing else counts or "nothing summarized")
+    if nothing:
         logger.info("nothing to do: every document of %s is summarized or failed; no engine started", batch)
-    else:
+    elif report is not None:
         logger.info(
-            "%d summarized, %d failed; %d prompts in %d waves; %.1f output tok/s (engine run %s)",
+            "%s; first tier: %d summarized, %d failed; %d prompts in %d waves; %.1f output tok/s (engine run %s)",
+            counts or "nothing summarized",
             len(report.summarized),
             len(report.failed),
             report.prompts,
@@ -141,7 +170,9 @@ def summarize_documents(settings: Settings, factory: sessionmaker[Session], batc
             report.tokens_per_second,
             report.engine_run_id,
         )
-    return report
+    if summary.message:
+        logger.warning("%s", summary.message)
+    return summary
 
 
 @task(name="report", **_task_options)
@@ -150,7 +181,7 @@ def write_batch_report(
     factory: sessionmaker[Session],
     batch: str,
     ingested: IngestReport | None,
-    summarized: SummarizeReport | None,
+    summarized: TierSummary | None,
     engine_error: str | None = None,
 ) -> BatchOutcome:
     """Export the batch's report (HTML and JSON) and its contract x clause matrix (CSV, XLSX, HTML,
@@ -165,7 +196,9 @@ def write_batch_report(
     html = write_report(report, "html", folder / "report.html")
     write_report(report, "json", folder / "report.json")
     publish_matrix(settings, factory, batch, book, folder)
-    outcome = BatchOutcome.from_report(batch, report, ingested, summarized, html, engine_error)
+    outcome = BatchOutcome.from_report(
+        batch, report, ingested, summarized.first if summarized else None, html, engine_error, tiers=summarized
+    )
     create_markdown_artifact(
         key=f"batch-report-{slug(batch)}",
         markdown=outcome.markdown(),
@@ -235,6 +268,8 @@ def summarize_batch(
     playbook: str | None = None,
     strict: bool | None = None,
     compare_with: str | None = None,
+    tier: str | None = None,
+    deadline: str | None = None,
 ) -> Any:  # a Completed state whose result is BatchOutcome.as_dict()
     """Ingest ``paths`` (if any) into ``batch`` and summarize every unsummarized document in it.
 
@@ -244,15 +279,22 @@ def summarize_batch(
     message and report artifact; with ``strict`` (default: the ``strict_batches`` setting) they
     fail it. The run fails when the system did not do its job: settings, database, engine.
     ``compare_with`` (a configuration id or prefix): also publish a comparison of the batch's
-    results under it with the current configuration's, as a report artifact.
+    results under it with the current configuration's, as a report artifact. ``tier``: run the
+    batch on that engine tier from the start (default: ``primary``, falling back in order).
+    ``deadline`` (``HH:MM`` in the ``timezone`` setting, the next such time, or an ISO date-time):
+    what the first tier cannot finish by then goes to the next tier while it works on the rest
+    (docs/operations.md, "Fallback tier"); a run that used a fallback says so in its message.
     """
     logger = get_run_logger()
     settings = run_settings()
     if playbook is not None:  # a run's own playbook (submit --playbook) over the worker's setting
         settings = settings.model_copy(update={"playbook": playbook})
     strict = settings.strict_batches if strict is None else strict
-    _add_tags([f"batch:{batch}", f"origin:{origin}"])
+    _add_tags([f"batch:{batch}", f"origin:{origin}"] + ([f"tier:{tier}"] if tier else []))
     try:
+        if tier is not None:
+            tier_named(settings, tier)  # an unknown tier fails the run, naming the known ones
+        when = parse_deadline(deadline, settings.timezone) if deadline else None
         factory = connect(settings)
         ingested = None
         if paths:
@@ -264,7 +306,7 @@ def summarize_batch(
         engine_error = None
         summarized = None
         try:
-            summarized = summarize_documents(settings, factory, batch)
+            summarized = summarize_documents(settings, factory, batch, tier, when)
         except EngineError as exc:
             engine_error = str(exc)
             logger.error("the engine failed: %s", exc)
@@ -422,6 +464,9 @@ class BatchOutcome:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (source, status, reason)
     configuration: str | None = None  # the current configuration: id and label
     results: dict[str, int] = field(default_factory=dict)  # current / stale counts
+    by_tier: dict[str, int] = field(default_factory=dict)  # documents each engine tier summarized in this run
+    fallback: str | None = None  # why and how a fallback tier was used (None: it was not)
+    handed_over_runs: dict[str, list[str]] = field(default_factory=dict)  # tier -> its linked flow runs
 
     @classmethod
     def from_report(
@@ -432,6 +477,8 @@ class BatchOutcome:
         summarized: SummarizeReport | None,
         report_path: Path,
         engine_error: str | None,
+        *,
+        tiers: TierSummary | None = None,
     ) -> BatchOutcome:
         rows = []
         for d in report["documents"]:
@@ -462,7 +509,20 @@ class BatchOutcome:
         run_id = summarized.engine_run_id if summarized is not None else None
         sel = report.get("configuration") or {}
         conf = f"{sel['current']} ({sel.get('current_label') or 'no result yet'})" if sel.get("current") else None
-        return cls(batch, rows, report_path, tps, run_id, engine_error, failures, conf, dict(report.get("results", {})))
+        return cls(
+            batch,
+            rows,
+            report_path,
+            tps,
+            run_id,
+            engine_error,
+            failures,
+            conf,
+            dict(report.get("results", {})),
+            dict(tiers.by_tier) if tiers is not None else {},
+            tiers.message if tiers is not None else None,
+            dict(tiers.flow_runs) if tiers is not None else {},
+        )
 
     @property
     def summarized(self) -> int:
@@ -479,9 +539,10 @@ class BatchOutcome:
         return head
 
     def state_message(self) -> str:
-        """The run's state message: the counts, then each failed document with its reason."""
+        """The run's state message: the counts, then each failed document with its reason, then
+        (when a fallback tier was used) what each tier did and why."""
         listed = _listing([(src, reason) for src, _, reason in self.failures])
-        return self.headline() + (f": {listed}" if listed else "")
+        return self.headline() + (f": {listed}" if listed else "") + (f" — {self.fallback}" if self.fallback else "")
 
     def markdown(self) -> str:
         lines = [
@@ -505,6 +566,15 @@ class BatchOutcome:
         lines += ["", f"- Throughput: {tps}" + (f" (engine run {self.engine_run_id})" if self.engine_run_id else "")]
         if self.engine_error:
             lines.append(f"- Engine failure: {_md(self.engine_error)} — rerun the flow to resume")
+        if self.by_tier:
+            lines.append(
+                "- Documents summarized in this run, by engine tier: "
+                + ", ".join(f"{_md(t)}: {n}" for t, n in self.by_tier.items())
+            )
+        if self.fallback:
+            lines.append(f"- **{_md(self.fallback)}**")
+        for t, runs in self.handed_over_runs.items():
+            lines.append(f"- Handed to tier {_md(t)} as flow run(s): " + ", ".join(f"`{r}`" for r in runs))
         if self.configuration:
             lines.append(
                 f"- Configuration: {_md(self.configuration)} — {self.results.get('current', 0)} result(s) current, "
@@ -525,4 +595,7 @@ class BatchOutcome:
             "report": str(self.report_path),
             "configuration": self.configuration,
             "results": self.results,
+            "by_tier": self.by_tier,
+            "fallback": self.fallback,
+            "handed_over_runs": self.handed_over_runs,
         }

@@ -90,7 +90,13 @@ def nightly() -> Any:  # a Completed state whose result is the batch outcome (or
         if not files and not exists:
             logger.info("nothing new in %s", settings.inbox)
             return {"batch": None, "new_files": 0}
-        state = summarize_batch(batch=batch, paths=[str(p) for p in files] or None, origin="nightly", return_state=True)
+        state = summarize_batch(
+            batch=batch,
+            paths=[str(p) for p in files] or None,
+            origin="nightly",
+            deadline=settings.nightly_deadline,  # HH:MM: what the primary cannot finish by then moves on
+            return_state=True,
+        )
         result = state.result()  # raises when the batch run failed, failing this run with it
         # Completed with failed documents: the night's state message counts and lists them too.
         return Completed(message=state.message, data={**result, "new_files": len(files)})

@@ -81,8 +81,14 @@ def _specs(settings: Settings) -> list[tuple[Any, str, dict[str, Any]]]:
 
 
 def deployments(settings: Settings) -> list[RunnerDeployment]:
-    """The deployments `serve` runs itself."""
-    return [f.to_deployment(**kw, entrypoint_type=EntrypointType.MODULE_PATH) for f, _, kw in _specs(settings)]
+    """The deployments `serve` runs itself: nightly, the ad-hoc batch, and one `summarize-tier`
+    deployment per non-primary engine tier (the hand-over's; served here, its work pool applies
+    to `deploy`)."""
+    from flows.handover import tier_specs
+
+    own = [f.to_deployment(**kw, entrypoint_type=EntrypointType.MODULE_PATH) for f, _, kw in _specs(settings)]
+    tiers = [f.to_deployment(**kw, entrypoint_type=EntrypointType.MODULE_PATH) for f, _, kw, _ in tier_specs(settings)]
+    return own + tiers
 
 
 def deploy_to_pool(settings: Settings, pool: str, *, source: Path = REPO_ROOT) -> list[UUID]:
@@ -93,17 +99,22 @@ def deploy_to_pool(settings: Settings, pool: str, *, source: Path = REPO_ROOT) -
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
+    from flows.handover import tier_specs
+
     require_api()
-    specs = _specs(settings)
+    specs = [(entrypoint, kw, pool) for _, entrypoint, kw in _specs(settings)]
+    # each fallback tier's hand-over deployment goes to that tier's own pool
+    specs += [(entrypoint, kw, tier_pool) for _, entrypoint, kw, tier_pool in tier_specs(settings)]
     with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(pool)
-        except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        for name in dict.fromkeys(p for _, _, p in specs):
+            try:
+                client.read_work_pool(name)
+            except ObjectNotFound:
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
     ids = []
-    for _, entrypoint, kw in specs:
+    for entrypoint, kw, work_pool in specs:
         loaded = Flow.from_source(source=str(source), entrypoint=entrypoint)
-        ids.append(loaded.deploy(**kw, work_pool_name=pool, build=False, push=False, print_next_steps=False))
+        ids.append(loaded.deploy(**kw, work_pool_name=work_pool, build=False, push=False, print_next_steps=False))
     return ids
 
 
@@ -231,12 +242,18 @@ def submit_to_deployment(
     *,
     strict: bool | None = None,
     compare_with: str | None = None,
+    tier: str | None = None,
+    deadline: str | None = None,
 ) -> Submission:
     from prefect.deployments import run_deployment
 
     parameters: dict[str, Any] = {"batch": batch, "paths": list(paths), "origin": "submit"}
     if compare_with is not None:
         parameters["compare_with"] = compare_with
+    if tier is not None:
+        parameters["tier"] = tier
+    if deadline is not None:  # an ISO date-time, resolved when submitted
+        parameters["deadline"] = deadline
     if playbook is not None:  # else the worker's own setting
         parameters["playbook"] = playbook
     if strict is not None:  # otherwise the served process's strict_batches setting decides
@@ -261,6 +278,8 @@ def run_in_process(
     temporary_server: bool = False,
     strict: bool | None = None,
     compare_with: str | None = None,
+    tier: str | None = None,
+    deadline: str | None = None,
 ) -> Submission:
     """Run the batch flow here, on this thread (the engine's watchdog needs the main thread).
     ``temporary_server`` ignores a configured API URL that does not answer and records the run
@@ -273,7 +292,14 @@ def run_in_process(
     logging.getLogger("prefect").addFilter(_temporary_server_notice)
     with temporary_settings(restore_defaults=unset), local_run(settings, on_progress), tags("contractsum", "ad-hoc"):
         state = summarize_batch(
-            batch=batch, paths=list(paths), origin="submit", strict=strict, compare_with=compare_with, return_state=True
+            batch=batch,
+            paths=list(paths),
+            origin="submit",
+            strict=strict,
+            compare_with=compare_with,
+            tier=tier,
+            deadline=deadline,
+            return_state=True,
         )
         run_id = state.state_details.flow_run_id
         with get_client(sync_client=True) as client:

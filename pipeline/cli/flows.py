@@ -30,8 +30,10 @@ def serve(
 ) -> None:
     """Register the deployments and run their flow runs until stopped (Ctrl-C).
 
-    Deployments: `nightly/nightly` on the nightly_cron schedule in the configured timezone, and
-    `summarize-batch/summarize-batch` for `contractsum submit`. Needs a Prefect server:
+    Deployments: `nightly/nightly` on the nightly_cron schedule in the configured timezone,
+    `summarize-batch/summarize-batch` for `contractsum submit`, and `summarize-tier/<tier>` per
+    fallback tier (the hand-over; use --limit 2 or more so it can run beside the batch that hands
+    over, or serve it on another machine). Needs a Prefect server:
     `prefect server start`, with PREFECT_API_URL=http://127.0.0.1:4200/api here.
     """
     from flows._prefect import apply_prefect_environment, settings_environment
@@ -51,19 +53,29 @@ def deploy(
 ) -> None:
     """Register the deployments on a work pool, for `prefect worker start --pool POOL` on each GPU node.
 
-    The same two deployments as `serve` (nightly schedule, summarize-batch), but runs go to
-    whichever worker polls the pool. Each node needs this checkout at the same path and its own
+    The same deployments as `serve` (nightly schedule, summarize-batch), but runs go to whichever
+    worker polls the pool; each fallback tier's hand-over deployment goes to that tier's own
+    work_pool. Each node needs this checkout at the same path and its own
     CONTRACTSUM_* settings (one shared PostgreSQL database_url).
     """
     from flows._prefect import apply_prefect_environment
 
     settings = settings_from(ctx)
     apply_prefect_environment(settings)
+    from flows.handover import deployment_name
     from flows.serve import BATCH_DEPLOYMENT, NIGHTLY_DEPLOYMENT, deploy_to_pool
+    from pipeline.engine.tiers import tiers_of
 
     deploy_to_pool(settings, pool)
     console.print(f"registered {NIGHTLY_DEPLOYMENT} and {BATCH_DEPLOYMENT} on work pool {pool!r}", highlight=False)
     console.print(f"on each node: prefect worker start --pool {pool} --limit 1", highlight=False)
+    for t in tiers_of(settings):
+        if not t.is_primary:
+            console.print(
+                f"tier {t.name}: registered {deployment_name(t)} on work pool {t.work_pool!r} "
+                f"(its nodes: prefect worker start --pool {t.work_pool} --limit 1)",
+                highlight=False,
+            )
 
 
 def submit(
@@ -88,6 +100,15 @@ def submit(
         "--compare-with",
         help="After the run, compare its results with this configuration's (id or prefix) as a report artifact.",
     ),
+    tier: str | None = typer.Option(
+        None, "--tier", help="Run the batch on this engine tier from the start (default: primary, then fallbacks)."
+    ),
+    deadline: str | None = typer.Option(
+        None,
+        "--deadline",
+        help="HH:MM (next such time in the timezone setting) or an ISO date-time: work the first tier "
+        "cannot finish by then goes to the next tier.",
+    ),
 ) -> None:
     """Create a batch from PATHS and run it; print the flow-run id, and its UI URL where a
     Prefect server answers.
@@ -110,6 +131,13 @@ def submit(
         playbook_for(settings)
     except PromptError as exc:
         raise ConfigError(exc.message, hint=exc.hint) from None
+    from pipeline.engine.tiers import parse_deadline
+    from pipeline.engine.tiers import tier as tier_named
+
+    if tier is not None:
+        tier_named(settings, tier)  # unknown: a usage error naming the configured tiers
+    # HH:MM means the next such time from now, not from whenever the run starts: send the moment.
+    when = parse_deadline(deadline, settings.timezone).isoformat() if deadline is not None else None
     apply_prefect_environment(settings)
     from flows.serve import route, run_in_process, submit_to_deployment, watch
 
@@ -123,7 +151,14 @@ def submit(
     timing = None
     if where.deployment_id is not None and not in_process:
         sub = submit_to_deployment(
-            where.deployment_id, batch, absolute, playbook, strict=strict, compare_with=compare_with
+            where.deployment_id,
+            batch,
+            absolute,
+            playbook,
+            strict=strict,
+            compare_with=compare_with,
+            tier=tier,
+            deadline=when,
         )
         if not as_json:
             _announce(sub, where.reason)
@@ -146,6 +181,8 @@ def submit(
                     bar.event,
                     temporary_server=not where.api_answers,
                     compare_with=compare_with,
+                    tier=tier,
+                    deadline=when,
                 )
         finally:
             release_shared_engine()  # vLLM's processes would keep this one from exiting

@@ -13,7 +13,7 @@ deployment. In the TOML file::
     tensor_parallel_size = 1
     max_model_len = 16384
     work_pool = "gpu-single"
-    deployment = "contractsum-batch/fallback"
+    deployment = "summarize-tier/fallback"   # the hand-over's (flows/handover.py); the default
 
 or the same as an array of tables (``[[tiers]]`` with ``name = ...``), or as JSON in
 ``CONTRACTSUM_TIERS``. No tiers configured = one implicit ``primary`` made of the top-level
@@ -240,6 +240,25 @@ def next_deadline(text: str, timezone: str, now: datetime | None = None) -> date
         # Re-resolve the wall time on the next day (a DST change in between keeps HH:MM).
         candidate = (candidate + timedelta(days=1)).replace(hour=hh, minute=mm, tzinfo=tz)
     return candidate
+
+
+def parse_deadline(text: str, timezone: str, now: datetime | None = None) -> datetime:
+    """A batch's deadline as written: ``HH:MM`` (the next such time in ``timezone``, see
+    :func:`next_deadline`) or an ISO date-time (without a zone: in ``timezone``). Anything else
+    is a ConfigError saying what is wrong."""
+    text = text.strip()
+    if DEADLINE.match(text):
+        return next_deadline(text, timezone, now)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"deadline {text!r} is neither HH:MM (24-hour) nor an ISO date-time",
+            hint="e.g. 06:00, or 2026-12-03T06:00+01:00",
+        ) from None
+    if len(text) <= 10:  # a bare date would mean its midnight: too easy to get wrong
+        raise ConfigError(f"deadline {text!r} is a date without a time", hint="e.g. 2026-12-03T06:00")
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone(timezone))
 
 
 # -- sizing ---------------------------------------------------------------------------------
