@@ -985,3 +985,19 @@ def tier_benchmarks(session: Session, *, tier: str | None = None, limit: int = 2
     if tier is not None:
         q = q.where(TierBenchmark.tier == tier)
     return list(session.scalars(q))
+
+
+def active_elsewhere(session: Session, document_ids: Sequence[int], *, config_id: str) -> set[int]:
+    """Documents with queued or leased jobs under a configuration other than ``config_id`` (another
+    tier is working on them)."""
+    if not document_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Job.document_id).where(
+                Job.document_id.in_(list(document_ids)),
+                Job.config_id != config_id,
+                Job.state.in_(("queued", "leased")),
+            )
+        )
+    )

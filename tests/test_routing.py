@@ -289,3 +289,25 @@ def test_upgrade_fallback_gives_the_fallbacks_documents_back_to_the_primary(tmp_
     report = report_for(factory, settings, batch="night")
     assert {d["configuration"]["state"] for d in report["documents"]} == {"current"}
     assert sorted(t for ts in _results(factory).values() for t in ts) == ["fallback"] * 4 + ["primary"] * 4
+
+
+def test_documents_handed_over_that_no_tier_finished_go_back_to_the_primary_on_a_rerun(tmp_path, tiny_model, engine):
+    """A hand-over whose receiving run never ran (its flow run failed before starting): the rerun
+    of the batch finishes those documents instead of leaving them handed over for good."""
+    from pipeline.engine.routing import tier_config_id
+    from pipeline.engine.tiers import tier
+
+    settings, factory = _setup(tmp_path, tiny_model, tiny_model)
+    first = summarize_routed(factory, settings, batch="night", engine_for=lambda t: engine, document_ids=[1])
+    assert first.summarized == [1]
+    from pipeline.batch import Chunker
+    from pipeline.review.summarize import Summarizer
+
+    cid = tier_config_id(settings, tier(settings, "primary"))
+    runner = Summarizer(factory, settings, chunker=Chunker.for_model(settings, tiny_model, tier="primary"))
+    runner.queue(batch="night")  # the primary's jobs for the other three, as a run queues them
+    with transaction(factory) as s:
+        assert sorted(repo.hand_over(s, [2, 3, 4], config_id=cid, to_tier="fallback")) == [2, 3, 4]
+    again = summarize_routed(factory, settings, batch="night", engine_for=lambda t: engine)
+    assert sorted(again.summarized) == [2, 3, 4] and [r.tier for r in again.runs] == ["primary"]
+    assert _results(factory) == {d: ["primary"] for d in (1, 2, 3, 4)}

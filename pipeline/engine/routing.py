@@ -162,6 +162,8 @@ def summarize_routed(
     current: Tier | None = first
     if upgrade_fallback:
         scope = _take_back_from_fallbacks(factory, settings, first, batch, scope, playbook)
+    else:
+        _reclaim_abandoned(factory, settings, first, batch, scope, playbook)
     fallback_done: set[int] = (
         set() if upgrade_fallback else _done_by_other_tiers(factory, settings, first, batch, playbook)
     )
@@ -310,6 +312,29 @@ def _done_by_other_tiers(
                 continue
             out |= {d for d in ids if repo.summary_for(s, d, cid) is not None}
     return out
+
+
+def _reclaim_abandoned(
+    factory: sessionmaker[Session],
+    settings: Any,
+    first: Tier,
+    batch: str | None,
+    scope: Sequence[int] | None,
+    playbook: Any,
+) -> list[int]:
+    """Documents ``first`` handed over earlier that no tier finished and none is working on (the
+    receiving run failed or never ran) go back to ``first``'s queue, so a rerun finishes them."""
+    cid = tier_config_id(settings, first, playbook)
+    ids = list(scope) if scope is not None else _batch_documents(factory, batch)
+    done = _done_by_other_tiers(factory, settings, first, batch, playbook)
+
+    def work(s: Session) -> list[int]:
+        handed = repo.handed_over_documents(s, ids, config_id=cid)
+        lost = sorted(handed - done - repo.active_elsewhere(s, list(handed), config_id=cid))
+        repo.take_back(s, lost, config_id=cid)
+        return lost
+
+    return _tx(settings, factory, work)
 
 
 def _take_back_from_fallbacks(
