@@ -199,6 +199,9 @@ def write_batch_report(
     outcome = BatchOutcome.from_report(
         batch, report, ingested, summarized.first if summarized else None, html, engine_error, tiers=summarized
     )
+    from pipeline.reports.report import tier_measurements
+
+    outcome.tier_sizing = tier_measurements(factory)
     create_markdown_artifact(
         key=f"batch-report-{slug(batch)}",
         markdown=outcome.markdown(),
@@ -347,6 +350,10 @@ def _listing(failures: Sequence[tuple[str, str]], limit: int = 10) -> str:
     return shown + (f"; and {len(failures) - limit} more" if len(failures) > limit else "")
 
 
+def _fig(x: float | None) -> str:
+    return "?" if x is None else f"{x:,.1f}" if x >= 10 else f"{x:.2f}"
+
+
 def release_engine_after_deployment_run() -> None:
     """A deployment's run has its own process, which ends with the run: stop the engine cleanly.
     In-process runs keep the process's engine for the next run."""
@@ -467,6 +474,7 @@ class BatchOutcome:
     by_tier: dict[str, int] = field(default_factory=dict)  # documents each engine tier summarized in this run
     fallback: str | None = None  # why and how a fallback tier was used (None: it was not)
     handed_over_runs: dict[str, list[str]] = field(default_factory=dict)  # tier -> its linked flow runs
+    tier_sizing: list[dict[str, Any]] = field(default_factory=list)  # the last `bench --tier` of each tier
 
     @classmethod
     def from_report(
@@ -579,6 +587,13 @@ class BatchOutcome:
             lines.append(
                 f"- Configuration: {_md(self.configuration)} — {self.results.get('current', 0)} result(s) current, "
                 f"{self.results.get('stale', 0)} stale"
+            )
+        for m in self.tier_sizing:
+            lines.append(
+                f"- Tier {_md(m['tier'])} last sized {m['created_at'][:16]} on {_md(m['device'])}: "
+                f"decode {_fig(m['decode_ms_per_token_batch1'])} ms/token at batch 1, "
+                f"{_fig(m['decode_ms_per_token_batch16'])} at 16; {_fig(m['cap_output_tokens_per_s'])} output tokens/s "
+                f"at its admission cap"
             )
         lines.append(f"- Exported report: `{self.report_path}` (and `report.json` beside it)")
         return "\n".join(lines) + "\n"

@@ -280,6 +280,15 @@ def test_bench_tier_on_the_tiny_model_prints_and_stores_every_figure(tmp_path, t
     )
     res = runner.invoke(app, ["--home", str(home), "status"], env={"COLUMNS": "200"}, catch_exceptions=False)
     assert "tier benchmarks" in res.output and "small" in res.output
+    # and the batch report artifact lists it (flows/batch.BatchOutcome)
+    from flows.batch import BatchOutcome
+    from pipeline.reports.report import tier_measurements
+    from storage.db import open_database
+
+    sizing = tier_measurements(open_database(f"sqlite:///{home / 'contractsum.db'}"))
+    outcome = BatchOutcome("b", [], home / "r.html", None, None, tier_sizing=sizing)
+    line = next(x for x in outcome.markdown().splitlines() if x.startswith("- Tier small last sized"))
+    assert f"{figures['decode_ms_per_token_batch1']:.2f} ms/token at batch 1" in line or "ms/token at batch 1" in line
 
     from pipeline.cli._common import console
     from pipeline.cli.bench import _table

@@ -141,29 +141,6 @@ def _table(doc: dict[str, Any]) -> Table:
     return table
 
 
-def latest_measurements(factory) -> list[dict[str, Any]]:
-    """The newest stored measurement of each tier, for `status`."""
-    from storage import repo
-
-    with factory() as s:
-        rows = repo.latest_tier_benchmarks(s)
-        return [
-            {
-                "tier": r.tier,
-                "created_at": r.created_at.isoformat(),
-                "model": r.model,
-                "device": r.device,
-                "fingerprint": r.fingerprint,
-                "prefill_tokens_per_s": r.figures.get("prefill_tokens_per_s"),
-                "decode_ms_per_token_batch1": r.figures.get("decode_ms_per_token_batch1"),
-                "decode_ms_per_token_batch16": r.figures.get("decode_ms_per_token_batch16"),
-                "cap_output_tokens_per_s": r.figures.get("cap_output_tokens_per_s"),
-                "peak_memory_bytes": r.figures.get("peak_gpu_bytes", r.figures.get("peak_rss_bytes")),
-            }
-            for r in rows
-        ]
-
-
 def measurements_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="tier benchmarks (latest per tier)", title_justify="left")
     for col in ("tier", "measured", "device", "prefill tok/s", "decode ms/tok b1", "b16", "out tok/s @cap", "peak mem"):

@@ -115,15 +115,15 @@ def status(
 ) -> None:
     """What the database holds: documents, chunks, jobs by state, summaries; per batch, how many
     documents have a result under the current configuration and how many only stale ones."""
-    from pipeline.cli.bench import latest_measurements, measurements_table
-    from pipeline.reports.report import status_report
+    from pipeline.cli.bench import measurements_table
+    from pipeline.reports.report import status_report, tier_measurements
     from pipeline.reports.selection import current_config_id
     from pipeline.review.playbooks import playbook_for
 
     settings = settings_from(ctx)
     factory = open_db(settings)
     data = status_report(factory, batch=batch, current=current_config_id(settings, playbook_for(settings)))
-    data["tier_benchmarks"] = latest_measurements(factory)
+    data["tier_benchmarks"] = tier_measurements(factory)
     if as_json:
         print_json(data)
         return

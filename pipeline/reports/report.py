@@ -310,3 +310,24 @@ def report_for(
         low_confidence=settings.ocr_low_confidence,
         selection=selection,
     )
+
+
+def tier_measurements(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """The newest stored `bench --tier` measurement of each tier (for `status` and the batch report)."""
+    with factory() as s:
+        rows = repo.latest_tier_benchmarks(s)
+        return [
+            {
+                "tier": r.tier,
+                "created_at": r.created_at.isoformat(),
+                "model": r.model,
+                "device": r.device,
+                "fingerprint": r.fingerprint,
+                "prefill_tokens_per_s": r.figures.get("prefill_tokens_per_s"),
+                "decode_ms_per_token_batch1": r.figures.get("decode_ms_per_token_batch1"),
+                "decode_ms_per_token_batch16": r.figures.get("decode_ms_per_token_batch16"),
+                "cap_output_tokens_per_s": r.figures.get("cap_output_tokens_per_s"),
+                "peak_memory_bytes": r.figures.get("peak_gpu_bytes", r.figures.get("peak_rss_bytes")),
+            }
+            for r in rows
+        ]
