@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flows._prefect import progress_listener, run_settings
-from pipeline.batch import Chunker, IngestReport, ProgressEvent, ingest_paths
+from pipeline.batch import IngestReport, ProgressEvent, chunker_for_tier, ingest_paths
 from pipeline.engine.tiers import parse_deadline
 from pipeline.engine.tiers import tier as tier_named
 from pipeline.errors import ConfigError, ContractsumError, EngineError, IngestError, OutputError, PromptError
@@ -105,7 +105,7 @@ def ingest(
 ) -> IngestReport:
     """Read the files into the batch, chunk them and queue their map jobs; bad files are recorded."""
     logger = get_run_logger()
-    chunker = Chunker.for_model(settings, settings.resolved_model())
+    chunker = chunker_for_tier(settings)
 
     def log(outcome) -> None:
         if outcome.status in ("ok", "duplicate"):

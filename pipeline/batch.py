@@ -151,14 +151,20 @@ class Chunker:
         )
 
 
-def config_id_for(settings: Settings, playbook=None, *, tier: str = "primary") -> str:
-    """The id of the configuration tier ``tier``'s results are stored under, with ``settings`` as
-    they are now (the tier's own model and engine settings applied); ModelNotFoundError when the
-    tier's model is not here."""
+def chunker_for_tier(settings: Settings, playbook=None, *, tier: str = "primary") -> Chunker:
+    """The chunker (and configuration) of tier ``tier``: its own model and engine settings applied
+    to ``settings``. Ingest queues work with the primary's, so the jobs it queues are the ones the
+    primary's run leases. ModelNotFoundError when the tier's model is not here."""
     from pipeline.engine.tiers import tier as tier_named
 
     ts = tier_named(settings, tier).settings(settings)
-    return Chunker.for_model(ts, ts.resolved_model(), playbook, tier=tier).config_id
+    return Chunker.for_model(ts, ts.resolved_model(), playbook, tier=tier)
+
+
+def config_id_for(settings: Settings, playbook=None, *, tier: str = "primary") -> str:
+    """The id of the configuration tier ``tier``'s results are stored under, with ``settings`` as
+    they are now."""
+    return chunker_for_tier(settings, playbook, tier=tier).config_id
 
 
 def record_configuration(session: Session, config: ResultConfig) -> None:

@@ -38,12 +38,12 @@ def ingest(
 
     Exit 0 when every file ended ok or duplicate, 1 when any failed or needs OCR, 2 for usage errors.
     """
-    from pipeline.batch import Chunker, ingest_paths
+    from pipeline.batch import chunker_for_tier, ingest_paths
 
     settings = settings_from(ctx, model=model, ingest_workers=workers)
     factory = open_db(settings)
     try:
-        chunker = Chunker.for_model(settings, settings.resolved_model())
+        chunker = chunker_for_tier(settings)
     except ModelNotFoundError:
         chunker = None
 
