@@ -576,3 +576,37 @@ def test_submit_of_only_unreadable_files_completes_with_exit_3_and_needs_no_engi
     assert result.exit_code == 3, result.output
     assert "completed with 1 failed document(s)" in result.stdout and bad.name in result.stdout
     assert "no engine work" in result.stdout
+
+
+def test_compare_with_publishes_what_a_configuration_change_moved(flow_settings, tmp_path):
+    """`submit --compare-with ID`: after a configuration change the batch flow redoes the batch and
+    publishes the comparison with the old configuration as a report artifact (and beside the report)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows._prefect import local_run
+    from flows.batch import slug, summarize_batch
+    from pipeline.reports.selection import current_config_id
+    from pipeline.review.playbooks import playbook_for
+
+    contract = tmp_path / "short-nda.txt"
+    contract.write_text(SHORT_CONTRACT)
+    with local_run(flow_settings):
+        first = summarize_batch(batch="cmp", paths=[str(contract)], return_state=True)
+    assert first.is_completed(), first.message
+    old = current_config_id(flow_settings, playbook_for(flow_settings))
+    changed = flow_settings.model_copy(update={"summary_max_chars": 61})  # another output schema
+    new = current_config_id(changed, playbook_for(changed))
+    assert old and new and old != new
+    with local_run(changed):
+        second = summarize_batch(batch="cmp", compare_with=old[:8], return_state=True)
+    assert second.is_completed(), second.message
+    assert second.result()["summarized"] == 1
+    with _client() as c:
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[_run(second).id]))
+        )
+    (art,) = [a for a in found if a.key == f"batch-compare-{slug('cmp')}"]
+    assert f"# Compare {old} (A) with {new} (B)" in art.data and "1 document(s) compared" in art.data
+    assert "limits.summary\\_max\\_chars: 60 \u2192 61" in art.data
+    written = changed.reports_dir / slug("cmp") / "compare.md"
+    assert written.read_text() == art.data

@@ -304,6 +304,8 @@ def to_markdown(c: Comparison) -> str:
         lines += ["", "## Details", ""]
         for d in detail:
             lines.append(f"### {md_inline(d.source)}")
+            if d.summary_similarity is not None and d.summary_similarity < 1:
+                lines.append(f"- summary similarity (ROUGE-L F1): {d.summary_similarity:.3f}")
             for cc in d.clauses:
                 bits = []
                 if cc.a != cc.b:
