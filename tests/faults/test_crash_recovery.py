@@ -111,7 +111,9 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(tmp_pa
             reader.join(timeout=60)
         else:
             runs_before = _counts(factory)[0]["engine_runs"]
-            proc = start(["summarize"], env)
+            # Answers stored by an earlier run would let this one finish without its engine (every
+            # document here is one chunk): without reuse, the kill lands while the engine works.
+            proc = start(["summarize"], {**env, "CONTRACTSUM_REUSE_COMPLETIONS": "false"})
             assert wait_for(
                 lambda before=runs_before: _counts(factory)[0]["engine_runs"] > before, timeout=600, proc=proc
             ), proc.communicate()[1][-2000:]
