@@ -4,7 +4,8 @@ Rules (docs/operations.md, "Fallback tier"):
 
 - **Primary unavailable.** The tier's engine fails to start (:class:`EngineStartError`), or dies
   ``fallback_after_engine_deaths`` times in one run: the documents it has not finished are handed
-  to the next tier, which summarizes them.
+  to the next tier, which summarizes them. A tier with no tier after it fails fast instead (the
+  engine error ends the run, its jobs re-queued for a rerun).
 - **Deadline.** After each wave the run estimates the time its queue still needs from the
   throughput measured on this batch (engine seconds per prompt token so far) and the queued
   tokens; when that runs past the deadline, the overflow — the documents furthest from done (no
@@ -221,12 +222,12 @@ def summarize_routed(
                 run.summarized += [d for d in _finished(factory, batch, docs, run.config_id) if d not in run.summarized]
                 started = not isinstance(exc, EngineStartError)
                 run.engine_deaths += started
+                nxt = fallback_after(settings, t.name)
+                if nxt is None:
+                    raise  # no tier to fall back to: fail fast, as the runbook asks of a dead TP group
                 if started and run.engine_deaths < settings.fallback_after_engine_deaths:
                     _release_engine(engine_for, t)
                     continue  # a fresh engine on the same tier
-                nxt = fallback_after(settings, t.name)
-                if nxt is None:
-                    raise
                 left = _unfinished(factory, settings, batch, docs, run.config_id)
                 moved = _tx(
                     settings,
