@@ -226,11 +226,9 @@ class PrefectHandOver:
 
 def undone(factory: sessionmaker[Session], settings: Settings, t: Tier, documents: Sequence[int]) -> list[int]:
     """Of ``documents``, those without a result under tier ``t``'s configuration."""
-    from pipeline.engine.routing import tier_config_id
+    from pipeline.engine.routing import tier_config_id, unfinished
 
-    cid = tier_config_id(settings, t)
-    with factory() as s:
-        return [d for d in documents if repo.summary_for(s, d, cid) is None]
+    return unfinished(factory, list(documents), tier_config_id(settings, t))
 
 
 # --- routing as the flows run it ---------------------------------------------------------------

@@ -570,14 +570,46 @@ def select_summary(
     return found, "current" if found.config_id == current else "stale"
 
 
+def _in_slices(ids: Sequence[int], size: int = 500):
+    """``ids`` in slices small enough for one IN list."""
+    ids = list(ids)
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def documents_with_results(
+    session: Session, document_ids: Sequence[int], *, config_id: str | None = None, review_key: str | None = None
+) -> set[int]:
+    """Of ``document_ids``, those with a stored result (under ``config_id``, of ``review_key``, or any)."""
+    out: set[int] = set()
+    for part in _in_slices(document_ids):
+        q = select(Summary.document_id).where(Summary.document_id.in_(part))
+        if config_id is not None:
+            q = q.where(Summary.config_id == config_id)
+        if review_key is not None:
+            q = q.where(Summary.prompt_version == review_key)
+        out |= set(session.scalars(q))
+    return out
+
+
+def documents_with_jobs(session: Session, document_ids: Sequence[int], *, config_id: str, plan: str) -> set[int]:
+    """Of ``document_ids``, those with jobs under ``config_id`` and chunk ``plan`` (work started or queued)."""
+    out: set[int] = set()
+    for part in _in_slices(document_ids):
+        out |= set(
+            session.scalars(
+                select(Job.document_id).where(Job.document_id.in_(part), Job.config_id == config_id, Job.plan == plan)
+            )
+        )
+    return out
+
+
 def result_states(session: Session, document_ids: Sequence[int], current: str) -> dict[str, Any]:
     """How many of ``document_ids`` have a result under ``current``, how many only under other
     configurations (stale), how many none, and the results per configuration."""
     ids = list(document_ids)
-    have_current = set(
-        session.scalars(select(Summary.document_id).where(Summary.document_id.in_(ids), Summary.config_id == current))
-    )
-    have_any = set(session.scalars(select(Summary.document_id).where(Summary.document_id.in_(ids))))
+    have_current = documents_with_results(session, ids, config_id=current)
+    have_any = documents_with_results(session, ids)
     per_config = {
         cid: n
         for cid, n in session.execute(

@@ -203,3 +203,28 @@ def ingested(tmp_path: Path, model: Path, files, *, db_url: str | None = None, b
         (f.source, f.reason) for f in [*report.files, *report.problems]
     ]
     return settings, factory, chunker
+
+
+def start_session(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
+    """Start ``cmd`` in its own session (so teardown can stop it together with the processes it
+    started), stdout and stderr to ``log``."""
+    import subprocess
+
+    return subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_session(proc) -> None:
+    """SIGTERM ``proc``'s session, SIGKILL it after 30 s."""
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

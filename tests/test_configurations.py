@@ -553,36 +553,9 @@ def test_two_configurations_on_postgresql_neither_block_nor_duplicate(tmp_path, 
             assert jobs and all(j.state == "done" and j.engine_run_id == owner_run for j in jobs)
         # a lease held under one configuration does not stop the other's: no waiting on locks
         with transaction(factory) as s:
-            repo.enqueue(
-                s,
-                [
-                    {
-                        "kind": "map",
-                        "document_id": 1,
-                        "chunk_id": None,
-                        "plan": "p",
-                        "level": 0,
-                        "ordinal": 9,
-                        "prompt_version": "x",
-                        "config_id": a.config_id,
-                    }
-                ],
-            )
-            repo.enqueue(
-                s,
-                [
-                    {
-                        "kind": "map",
-                        "document_id": 1,
-                        "chunk_id": None,
-                        "plan": "p",
-                        "level": 0,
-                        "ordinal": 9,
-                        "prompt_version": "x",
-                        "config_id": b.config_id,
-                    }
-                ],
-            )
+            for cid in (a.config_id, b.config_id):
+                row = {"kind": "map", "document_id": 1, "chunk_id": None, "plan": "p", "level": 0, "ordinal": 9}
+                repo.enqueue(s, [{**row, "prompt_version": "x", "config_id": cid}])
         held = factory()
         held.begin()
         try:

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_OVERRIDES, drop_pg_database, make_pg_database, make_settings
+from conftest import (
+    REPO,
+    TINY_OVERRIDES,
+    drop_pg_database,
+    make_pg_database,
+    make_settings,
+    start_session,
+    stop_session,
+)
 
 BIN = Path(sys.executable).parent
 TIERS = {"primary": {"work_pool": "primary-pool"}, "fallback": {"work_pool": "fallback-pool"}}
@@ -173,14 +179,7 @@ def served_fallback(tmp_path, tiny_model, pg_url, prefect_harness):
         TRANSFORMERS_OFFLINE="1",
     )
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [str(BIN / "contractsum"), "serve"],
-        env=env,
-        cwd=REPO,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_session([str(BIN / "contractsum"), "serve"], env, log, cwd=REPO)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -196,13 +195,7 @@ def served_fallback(tmp_path, tiny_model, pg_url, prefect_harness):
             time.sleep(1)
         yield log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_session(proc)
         with _client() as c:  # the session's other flow tests must not see a served batch deployment
             for name in ("summarize-batch/summarize-batch", "nightly/nightly", "summarize-tier/fallback"):
                 try:

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import psutil
 import pytest
-from conftest import CORPUS, REPO
+from conftest import CORPUS, REPO, start_session, stop_session
 
 pytestmark = pytest.mark.slow
 
@@ -82,22 +81,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    # Own session, so teardown can stop the command together with the processes it started.
-    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen], logs: Path) -> None:
@@ -168,7 +151,7 @@ def served(tmp_path_factory, tiny_model):
         timeout=300,
     )
     (root / "temporary.log").write_text(temporary.stdout + "\n--- stderr ---\n" + temporary.stderr)
-    server = _start(
+    server = start_session(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         server_env,
         root / "server.log",
@@ -207,7 +190,7 @@ def served(tmp_path_factory, tiny_model):
             "PREFECT_RUNNER_SERVER_ENABLE": "true",
             "PREFECT_RUNNER_SERVER_PORT": str(_free_port()),
         }
-        serve = _start([str(BIN / "contractsum"), "serve"], serve_env, root / "serve.log")
+        serve = start_session([str(BIN / "contractsum"), "serve"], serve_env, root / "serve.log")
         procs.append(serve)
 
         def ready() -> bool:
@@ -248,7 +231,7 @@ def served(tmp_path_factory, tiny_model):
         )
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop_session(p)
 
 
 def _submitted(served: Served) -> dict:

@@ -161,13 +161,12 @@ def summarize_routed(
     out = RoutedReport()
     scope: Sequence[int] | None = document_ids
     current: Tier | None = first
+    fallback_done: set[int] = set()
     if upgrade_fallback:
         scope = _take_back_from_fallbacks(factory, settings, first, batch, scope, playbook)
     else:
-        _reclaim_abandoned(factory, settings, first, batch, scope, playbook)
-    fallback_done: set[int] = (
-        set() if upgrade_fallback else _done_by_other_tiers(factory, settings, first, batch, playbook)
-    )
+        fallback_done = _done_by_other_tiers(factory, settings, first, batch, playbook)
+        _reclaim_abandoned(factory, settings, first, batch, scope, playbook, fallback_done)
     while current is not None:
         t = current
         run = TierRun(tier=t.name, config_id=tier_config_id(settings, t, playbook))
@@ -219,16 +218,17 @@ def summarize_routed(
             except EngineError as exc:
                 run.errors.append(str(exc))
                 # what the run finished before its engine failed is stored: count it
-                run.summarized += [d for d in _finished(factory, batch, docs, run.config_id) if d not in run.summarized]
+                ids = _scope(factory, batch, docs)
+                left = unfinished(factory, ids, run.config_id)
+                run.summarized += [d for d in ids if d not in left and d not in run.summarized]
                 started = not isinstance(exc, EngineStartError)
                 run.engine_deaths += started
                 nxt = fallback_after(settings, t.name)
                 if nxt is None:
                     raise  # no tier to fall back to: fail fast, as the runbook asks of a dead TP group
                 if started and run.engine_deaths < settings.fallback_after_engine_deaths:
-                    _release_engine(engine_for, t)
+                    _release_engine()
                     continue  # a fresh engine on the same tier
-                left = _unfinished(factory, settings, batch, docs, run.config_id)
                 moved = _tx(
                     settings,
                     factory,
@@ -243,7 +243,7 @@ def summarize_routed(
                     if not started
                     else f"its engine died {run.engine_deaths} times ({exc})"
                 )
-                _release_engine(engine_for, t)
+                _release_engine()
                 scope, current = moved, nxt
                 fallback_done = set()
                 break
@@ -265,7 +265,7 @@ def _tx(settings: Any, factory: sessionmaker[Session], fn):
     return in_transaction(factory, fn, retry_seconds=settings.db_retry_seconds)
 
 
-def _release_engine(engine_for: Callable[[Tier], Any] | None, t: Tier) -> None:
+def _release_engine() -> None:
     """A dead engine is not reused: the next start makes a new one."""
     from pipeline.engine.engine import release_shared_engine
 
@@ -279,20 +279,15 @@ def _batch_documents(factory: sessionmaker[Session], batch: str | None) -> list[
         return [d.id for d in repo.documents(s, batch_id=resolve_batch(s, batch))]
 
 
-def _finished(
-    factory: sessionmaker[Session], batch: str | None, docs: Sequence[int] | None, config_id: str
-) -> list[int]:
-    ids = list(docs) if docs is not None else _batch_documents(factory, batch)
-    with factory() as s:
-        return [d for d in ids if repo.summary_for(s, d, config_id) is not None]
+def _scope(factory: sessionmaker[Session], batch: str | None, docs: Sequence[int] | None) -> list[int]:
+    return list(docs) if docs is not None else _batch_documents(factory, batch)
 
 
-def _unfinished(
-    factory: sessionmaker[Session], settings: Any, batch: str | None, docs: Sequence[int] | None, config_id: str
-) -> list[int]:
-    ids = list(docs) if docs is not None else _batch_documents(factory, batch)
+def unfinished(factory: sessionmaker[Session], documents: Sequence[int], config_id: str) -> list[int]:
+    """Of ``documents``, those without a result under configuration ``config_id``, in order."""
     with factory() as s:
-        return [d for d in ids if repo.summary_for(s, d, config_id) is None]
+        done = repo.documents_with_results(s, documents, config_id=config_id)
+    return [d for d in documents if d not in done]
 
 
 def _done_by_other_tiers(
@@ -311,7 +306,7 @@ def _done_by_other_tiers(
                 cid = tier_config_id(settings, t, playbook)
             except Exception:  # a tier whose model is not here cannot have made results here
                 continue
-            out |= {d for d in ids if repo.summary_for(s, d, cid) is not None}
+            out |= repo.documents_with_results(s, ids, config_id=cid)
     return out
 
 
@@ -322,12 +317,13 @@ def _reclaim_abandoned(
     batch: str | None,
     scope: Sequence[int] | None,
     playbook: Any,
+    done: set[int],
 ) -> list[int]:
-    """Documents ``first`` handed over earlier that no tier finished and none is working on (the
-    receiving run failed or never ran) go back to ``first``'s queue, so a rerun finishes them."""
+    """Documents ``first`` handed over earlier that no tier finished (``done``: those another tier
+    did) and none is working on (the receiving run failed or never ran) go back to ``first``'s
+    queue, so a rerun finishes them."""
     cid = tier_config_id(settings, first, playbook)
-    ids = list(scope) if scope is not None else _batch_documents(factory, batch)
-    done = _done_by_other_tiers(factory, settings, first, batch, playbook)
+    ids = _scope(factory, batch, scope)
 
     def work(s: Session) -> list[int]:
         handed = repo.handed_over_documents(s, ids, config_id=cid)
@@ -348,7 +344,7 @@ def _take_back_from_fallbacks(
 ) -> Sequence[int] | None:
     """``--upgrade-fallback``: documents a fallback did go back to ``first``'s queue."""
     cid = tier_config_id(settings, first, playbook)
-    ids = list(scope) if scope is not None else _batch_documents(factory, batch)
+    ids = _scope(factory, batch, scope)
     _tx(settings, factory, lambda s: repo.take_back(s, ids, config_id=cid))
     return scope
 

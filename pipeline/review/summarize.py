@@ -202,10 +202,13 @@ class Summarizer:
             batch_id = resolve_batch(s, batch)
             docs = repo.documents(s, batch_id=batch_id)
             if document_ids is not None:
-                docs = [d for d in docs if d.id in set(document_ids)]
-            todo = [d for d in docs if repo.summary_for(s, d.id, self.cid) is None]
-            stale = {d.id for d in todo if repo.select_summary(s, d.id, self.cid, review_key=self.pv)[0] is not None}
-            started = {d.id for d in todo if repo.jobs_for_document(s, d.id, self.cid, self.chunker.plan)}
+                wanted = set(document_ids)
+                docs = [d for d in docs if d.id in wanted]
+            done = repo.documents_with_results(s, [d.id for d in docs], config_id=self.cid)
+            todo = [d for d in docs if d.id not in done]
+            ids = [d.id for d in todo]
+            stale = repo.documents_with_results(s, ids, review_key=self.pv)  # of this review, another configuration
+            started = repo.documents_with_jobs(s, ids, config_id=self.cid, plan=self.chunker.plan)
 
             def rank(d) -> tuple[int, int]:
                 group = 0 if d.id in started else (1 if (d.id in stale) == stale_first else 2)
@@ -235,9 +238,9 @@ class Summarizer:
         return self._tx(work) > 0
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self, engine, doc_ids: Sequence[int], report: SummarizeReport) -> None:
-        """Work the queue of ``doc_ids`` to the end. ``engine``: an engine, or a function that
-        returns one — called only when a wave has a prompt no stored completion answers."""
+    def run(self, engine: Callable[[], Any], doc_ids: Sequence[int], report: SummarizeReport) -> None:
+        """Work the queue of ``doc_ids`` to the end. ``engine`` returns the engine (starting it the
+        first time) — called only when a wave has a prompt no stored completion answers."""
 
         def take(s: Session) -> tuple[list[_Prepared], list[tuple[int, str]]]:
             self._plan_reductions(s, doc_ids)
@@ -266,7 +269,7 @@ class Summarizer:
             if self.on_wave is not None:  # e.g. the deadline check of pipeline/engine/routing.py
                 self.on_wave(report)
 
-    def _wave(self, engine, prepared: list[_Prepared], report: SummarizeReport) -> None:
+    def _wave(self, engine: Callable[[], Any], prepared: list[_Prepared], report: SummarizeReport) -> None:
         from pipeline.engine.engine import Request
 
         requests: list[Request] = []
@@ -331,7 +334,7 @@ class Summarizer:
                 self._emit(ProgressEvent("document_done", document_id=done))
         self._emit(ProgressEvent("wave_end", wave=report.waves, tokens_out=report.tokens_out))
 
-    def _answers(self, engine, requests: list, report: SummarizeReport) -> list:
+    def _answers(self, engine: Callable[[], Any], requests: list, report: SummarizeReport) -> list:
         """The wave's answers in order: from stored completions where the exact prompt was answered
         before by this model with this sampling, from the engine for the rest (stored for next time)."""
         from pipeline.review.configuration import request_key
@@ -353,8 +356,7 @@ class Summarizer:
         report.reused += len(requests) - len(missing)
         if not missing:
             return out
-        live = engine() if callable(engine) and not hasattr(engine, "generate") else engine
-        completions, stats = live.generate(
+        completions, stats = engine().generate(
             [requests[i] for i in missing],
             on_finished=lambda n, t: self._emit(ProgressEvent("progress", wave=report.waves, done=n, total=t)),
         )
